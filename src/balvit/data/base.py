@@ -1,0 +1,101 @@
+"""The interface every dataset reader implements (SemanticKITTI, nuScenes-lidarseg).
+
+A reader knows the files of one split of one dataset on disk and returns numpy arrays in the
+library's conventions (DESIGN.md section 2):
+
+- points: float32 (N, 4) = x, y, z in metres in the sensor frame (x forward, y left, z up) and the
+  intensity as stored (SemanticKITTI remission 0..1, nuScenes 0..255);
+- labels: int64 (N,) train ids 0..C-1, 255 = ignore;
+- cameras: `CameraFrame`s with intrinsics and the lidar->camera transform of this scan.
+
+Readers never drop points silently: a corrupt file raises `DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .labels import LabelSpec
+
+
+@dataclass
+class CameraFrame:
+    """One camera image of a scan and how lidar points map into it (see camera.py)."""
+
+    name: str  # "image_2" (KITTI) or "CAM_FRONT", ... (nuScenes)
+    image_path: Path
+    K: np.ndarray  # (3, 3) intrinsics
+    T_cam_lidar: np.ndarray  # (4, 4): homogeneous lidar point (reader's frame) -> camera frame
+    width: int
+    height: int
+    mask_path: Path | None = None  # synthetic data only: per-pixel raw class ids (16-bit PNG)
+
+
+class ScanDataset(ABC):
+    """One split of a LiDAR segmentation dataset. Frames are addressed by position 0..len-1."""
+
+    name: str  # "semantickitti" / "nuscenes"
+    labels: LabelSpec
+    frames: list[str]  # frame ids, e.g. "08/000123" (KITTI) or a LIDAR_TOP sample_data token
+    split: str
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    @abstractmethod
+    def has_labels(self) -> bool:
+        """False for splits without ground truth (e.g. the SemanticKITTI test sequences)."""
+
+    @abstractmethod
+    def load_points(self, i: int) -> np.ndarray:
+        """float32 (N, 4) x, y, z, intensity of frame i."""
+
+    @abstractmethod
+    def load_raw_labels(self, i: int) -> np.ndarray:
+        """The raw label ids as stored (N,) (semantic part only)."""
+
+    def load_labels(self, i: int) -> np.ndarray:
+        """int64 (N,) train ids with 255 = ignore; the count is checked against the scan."""
+        raw = self.load_raw_labels(i)
+        return self.labels.to_train(raw, self.label_path(i))
+
+    @abstractmethod
+    def label_path(self, i: int) -> Path:
+        """The ground-truth file of frame i (for error messages)."""
+
+    @abstractmethod
+    def load_cameras(self, i: int) -> list[CameraFrame]:
+        """The camera views of frame i (empty list when the dataset has none)."""
+
+    @abstractmethod
+    def prediction_path(self, out_root: str | Path, i: int) -> Path:
+        """Where the official tools expect the prediction file of frame i under `out_root`."""
+
+    @abstractmethod
+    def encode_prediction(self, train_ids: np.ndarray) -> bytes:
+        """Train ids (N,) -> bytes of the official prediction file format."""
+
+    def write_prediction(self, out_root: str | Path, i: int, train_ids: np.ndarray) -> Path:
+        """Write the prediction of frame i atomically in the official layout; returns the path."""
+        from ..io import write_bytes
+
+        n = self.num_points(i)
+        if len(train_ids) != n:
+            raise DataError(f"prediction for frame {self.frames[i]} has {len(train_ids)} values, the scan has {n} points")
+        return write_bytes(self.prediction_path(out_root, i), self.encode_prediction(np.asarray(train_ids)))
+
+    def num_points(self, i: int) -> int:
+        return len(self.load_points(i))
+
+    def frame_index(self, frame: str) -> int:
+        try:
+            return self._index[frame]
+        except AttributeError:
+            self._index = {f: k for k, f in enumerate(self.frames)}
+            return self._index[frame]
