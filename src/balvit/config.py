@@ -75,7 +75,9 @@ class DataConfig:
     split_method: Literal["uniform", "random"] = "uniform"
     split_seed: int = 0
     intensity_scale: float = 1.0  # multiplies the stored intensity (nuScenes: 1/255)
-    nan_policy: Literal["error", "drop"] = "error"  # NaN/inf points: refuse, or drop and count
+    # NaN/inf coordinates: "error" refuses the scan; "zero" moves such points to the sensor origin,
+    # labels them ignore (255) and counts them in the log (their predictions are still written)
+    nan_policy: Literal["error", "zero"] = "error"
     cameras: bool = False  # load camera images and point->pixel mappings
     max_val_frames: int = 0  # evaluate on the first N validation frames only (0: all)
     num_workers: int = 2

@@ -99,3 +99,27 @@ class ScanDataset(ABC):
         except AttributeError:
             self._index = {f: k for k, f in enumerate(self.frames)}
             return self._index[frame]
+
+
+def check_points(points: np.ndarray, source: str | Path, nan_policy: str = "error") -> tuple[np.ndarray, np.ndarray]:
+    """Validate a scan: non-empty, finite coordinates.
+
+    Returns (points, invalid) where invalid (N,) bool marks points whose coordinates were not finite.
+    With nan_policy "error" such points raise DataError; with "zero" they are moved to the origin (their
+    label becomes ignore downstream) and the caller counts them. An empty scan is always an error.
+    """
+    if points.ndim != 2 or points.shape[1] < 4:
+        raise DataError(f"{source}: expected (N, 4) points, got shape {points.shape}")
+    if len(points) == 0:
+        raise DataError(f"{source}: the scan is empty (0 points)")
+    invalid = ~np.isfinite(points[:, :4]).all(axis=1)
+    n_bad = int(invalid.sum())
+    if n_bad:
+        if nan_policy != "zero":
+            raise DataError(
+                f"{source}: {n_bad} of {len(points)} points have NaN/inf values "
+                "(set data.nan_policy=zero to move them to the origin and ignore their labels)"
+            )
+        points = points.copy()
+        points[invalid, :4] = 0.0
+    return points, invalid
