@@ -67,6 +67,10 @@ class DataConfig:
     version: str = "v1.0-trainval"  # nuScenes tables folder (v1.0-trainval / v1.0-mini)
     train_split: str = "train"  # official split names: train / valid / test
     val_split: str = "valid"
+    # SemanticKITTI only: sequences of the train / validation split when not the official ones
+    # (e.g. the synthetic data holds only 00 and 08); empty = the official split
+    train_sequences: list[str] = field(default_factory=list)
+    val_sequences: list[str] = field(default_factory=list)
     # Frames used for training. A frame-list file (absolute, or relative to the working directory or
     # the repository) wins; otherwise `label_fraction` percent of the training frames is taken with
     # `split_method` (uniform: sorted(frames)[::k]; random: seeded sample).
@@ -111,6 +115,7 @@ class BALViTConfig:
     interaction_groups: int = 4  # K injector/extractor stages over the frozen blocks
     deform_heads: int = 6
     deform_points: int = 4
+    deform_ratio: float = 0.5  # value width of the deformable attention / ViT width
     injector_init: float = 0.0  # learnable injector scale at start (0: frozen ViT unchanged)
     ffn_ratio: float = 0.25  # ConvFFN hidden width / ViT width in the extractor
     decoder_channels: int = 64
@@ -216,6 +221,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)

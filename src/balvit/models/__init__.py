@@ -1,0 +1,20 @@
+"""Model registry: config `model.name` -> class with `from_config(cfg, num_classes)`."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .balvit import BALViT
+from .base import SegModel
+
+MODELS: dict[str, type[SegModel]] = {
+    "balvit": BALViT,
+}
+
+
+def build_model(cfg, num_classes: int) -> SegModel:
+    name = cfg.model.name
+    if name not in MODELS:
+        raise ConfigError(f"unknown model.name {name!r}; available: {', '.join(sorted(MODELS))}")
+    model = MODELS[name].from_config(cfg, num_classes)
+    model.registry_name = name
+    return model

@@ -1,0 +1,191 @@
+"""Command line: balvit train | eval | predict | info | generate | splits.
+
+Every command that runs a model works the same under `torchrun --nproc_per_node=N` (DDP) and as a
+single process. Errors in the input (a wrong config key, a missing file, a corrupt scan, a
+checkpoint of another model) end with one line naming the problem and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .config import Config, load_config
+from .errors import BalvitError
+
+log = logging.getLogger("balvit")
+
+
+def _config(args) -> Config:
+    overrides = list(getattr(args, "overrides", []) or [])
+    if getattr(args, "data_root", None):
+        overrides.append(f"data.root={args.data_root}")
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args) -> int:
+    from .engine import dist as D
+    from .engine.log import setup_logging
+    from .engine.trainer import Trainer
+
+    info = D.init_distributed()
+    setup_logging(info.rank)
+    try:
+        cfg = _config(args)
+        trainer = Trainer(cfg, args.save_path, info, progress=not args.no_progress)
+        metrics = trainer.fit()
+        if info.is_main and metrics:
+            print(f"mIoU: {metrics['miou']:.2f}", flush=True)
+    finally:
+        D.cleanup()
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .engine import dist as D
+    from .engine.log import setup_logging
+    from .engine.trainer import run_eval
+
+    info = D.init_distributed()
+    setup_logging(info.rank)
+    try:
+        cfg = _config(args)
+        run_eval(cfg, args.checkpoint, info, save_path=args.save_path, split=args.split,
+                 pictures=args.pictures, progress=not args.no_progress)
+    finally:
+        D.cleanup()
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .engine import dist as D
+    from .engine.log import setup_logging
+    from .engine.trainer import run_predict
+
+    info = D.init_distributed()
+    setup_logging(info.rank)
+    try:
+        cfg = _config(args)
+        run_predict(cfg, args.checkpoint, info, args.out, split=args.split, pictures=args.pictures,
+                    progress=not args.no_progress)
+    finally:
+        D.cleanup()
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .data.labels import labels_for
+    from .models import build_model
+
+    cfg = _config(args)
+    model = build_model(cfg, labels_for(cfg.data.dataset).num_classes)
+    print(f"model: {cfg.model.name}")
+    for name, ident in model.frozen_identities().items():
+        print(f"{name}: {ident.get('name')} weights={ident.get('weights')} sha256={str(ident.get('sha256'))[:16]}")
+    print(model.param_report_text())
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .data.synthetic import generate
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sequences = [s.strip() for s in args.sequences.split(",")] if args.sequences else None
+    summary = generate(args.format, args.out, sequences=sequences, frames=args.frames, seed=args.seed,
+                       beams=args.beams, azimuth_steps=args.azimuth_steps, image_scale=args.image_scale,
+                       cameras=not args.no_cameras, masks=not args.no_masks, version=args.version,
+                       workers=args.workers, progress=not args.no_progress)
+    print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+def cmd_splits(args) -> int:
+    from .data.splits import run_splits
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    percents = tuple(float(p) for p in args.percents.split(","))
+    paths = run_splits(args.dataset, args.out, percents=percents, method=args.method, seed=args.seed,
+                       data_root=args.data_root, version=args.version)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="balvit", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, checkpoint: bool):
+        sp.add_argument("config", help="YAML config file (see config/)")
+        sp.add_argument("--data_root", "--data-root", dest="data_root", help="dataset root (overrides data.root)")
+        if checkpoint:
+            sp.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt / last.pt)")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+        sp.add_argument("overrides", nargs="*", help="config overrides key.path=value")
+
+    t = sub.add_parser("train", help="train a model (resumes from SAVE_PATH/last.pt)")
+    common(t, checkpoint=False)
+    t.add_argument("--save_path", "--save-path", dest="save_path", required=True, help="run directory")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("eval", help="per-class IoU and mIoU of a checkpoint on a labelled split")
+    common(e, checkpoint=True)
+    e.add_argument("--save_path", "--save-path", dest="save_path", help="write metrics.json/.md and pictures here")
+    e.add_argument("--split", default=None, help="split to evaluate (default data.val_split)")
+    e.add_argument("--pictures", type=int, default=None, help="frames to draw (default eval.pictures)")
+    e.set_defaults(fn=cmd_eval)
+
+    pr = sub.add_parser("predict", help="write official-format prediction files")
+    common(pr, checkpoint=True)
+    pr.add_argument("--out", required=True, help="output root (sequences/XX/predictions or lidarseg/<split>)")
+    pr.add_argument("--split", default="valid", help="valid or test (default valid)")
+    pr.add_argument("--pictures", type=int, default=None, help="frames to draw (default eval.pictures)")
+    pr.set_defaults(fn=cmd_predict)
+
+    i = sub.add_parser("info", help="print the model's trainable / frozen / total parameter counts")
+    i.add_argument("config")
+    i.add_argument("overrides", nargs="*")
+    i.set_defaults(fn=cmd_info, data_root=None)
+
+    g = sub.add_parser("generate", help="write a synthetic dataset in the official SemanticKITTI / nuScenes layout")
+    g.add_argument("--format", required=True, choices=["semantickitti", "nuscenes"])
+    g.add_argument("--out", required=True)
+    g.add_argument("--sequences", default=None, help="KITTI sequences (e.g. 00,08) or nuScenes scene names")
+    g.add_argument("--frames", type=int, default=50, help="frames per sequence / samples per scene")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--beams", type=int, default=None, help="override the number of beams")
+    g.add_argument("--azimuth-steps", type=int, default=None, help="override the azimuth resolution")
+    g.add_argument("--image-scale", type=float, default=1.0, help="camera image size factor")
+    g.add_argument("--no-cameras", action="store_true")
+    g.add_argument("--no-masks", action="store_true", help="skip the per-pixel class masks")
+    g.add_argument("--version", default="v1.0-trainval", help="nuScenes tables folder")
+    g.add_argument("--workers", type=int, default=1)
+    g.add_argument("--no-progress", action="store_true")
+    g.set_defaults(fn=cmd_generate)
+
+    s = sub.add_parser("splits", help="write label-efficient frame lists (+ class-presence statistics)")
+    s.add_argument("--dataset", required=True, choices=["semantickitti", "nuscenes"])
+    s.add_argument("--out", required=True, help="output folder (e.g. splits/semantickitti)")
+    s.add_argument("--data_root", "--data-root", dest="data_root", default=None,
+                   help="dataset root; without it SemanticKITTI lists come from the official frame counts")
+    s.add_argument("--percents", default="0.1,1,10,100")
+    s.add_argument("--method", default="uniform", choices=["uniform", "random"])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--version", default="v1.0-trainval")
+    s.set_defaults(fn=cmd_splits)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except BalvitError as e:
+        print(f"balvit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""From a reader to model inputs: the sample dict of DESIGN.md section 1, and its batch collation.
+
+A sample (all torch tensors unless noted):
+    points       (N, 4) float32   x, y, z (augmented in training), intensity * intensity_scale
+    labels       (N,)   int64     train ids, 255 = ignore (all 255 for unlabelled splits)
+    point_index  (N,)   int64     index of each point in the original scan (crops drop points)
+    rv           (6, H, W) float32 range, x, y, z, intensity normalised by data.range.mean/std, mask
+    rv_rc        (N, 2) int64     (row, col) of every point in `rv`
+    rv_index     (H, W) int64     point shown by each pixel, -1 where empty
+    rv_col0      int              first column of the crop in the full-width image (0 without crop)
+    bev_cell     (N, 2) int64     (radius bin, azimuth bin) of the polar BEV grid
+    frame        str              frame id; index (int) position in the reader
+    num_invalid  int              points whose NaN/inf coordinates were zeroed (nan_policy "zero")
+    cameras      list[dict]       only with data.cameras: image (3, h, w) uint8, uv (N, 2), valid (N,)
+
+Everything is computed once here, in the loader workers, so models only gather with these indices
+and evaluation always happens on the original points.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..config import DataConfig
+from ..errors import DataError
+from .base import ScanDataset, check_points
+from .labels import IGNORE
+from .projection import polar_cells, range_image
+from .transforms import augment_points, crop_start, sample_rng
+
+log = logging.getLogger(__name__)
+
+
+def build_reader(cfg: DataConfig, split: str, frames: list[str] | None = None) -> ScanDataset:
+    """The reader of `split` ("train", "valid", "test", ...) of the configured dataset."""
+    if not cfg.root:
+        raise DataError("no dataset root given: pass --data_root DIR (or set data.root)")
+    if cfg.dataset == "semantickitti":
+        from .semantickitti import SemanticKITTI
+
+        sequences = {cfg.train_split: cfg.train_sequences, cfg.val_split: cfg.val_sequences}.get(split) or None
+        return SemanticKITTI(cfg.root, split, sequences=sequences, frames=frames)
+    if cfg.dataset == "nuscenes":
+        from .nuscenes import NuScenes
+
+        return NuScenes(cfg.root, split, version=cfg.version, frames=frames)
+    raise DataError(f"unknown dataset {cfg.dataset!r}")
+
+
+def training_frames(cfg: DataConfig) -> tuple[list[str], str]:
+    """The labelled training frames and a description of where they came from."""
+    from .splits import make_split, read_split_file, resolve_split_file
+
+    full = build_reader(cfg, cfg.train_split)
+    if cfg.split_file:
+        path = resolve_split_file(cfg.split_file)
+        frames = read_split_file(path)
+        return frames, f"{len(frames)} frames from {path}"
+    if cfg.label_fraction >= 100:
+        return list(full.frames), f"all {len(full.frames)} {cfg.train_split} frames"
+    frames = make_split(list(full.frames), cfg.label_fraction, cfg.split_method, cfg.split_seed)
+    return frames, (f"{len(frames)} of {len(full.frames)} {cfg.train_split} frames "
+                    f"({cfg.label_fraction:g} %, {cfg.split_method}, seed {cfg.split_seed})")
+
+
+class SegmentationDataset(Dataset):
+    """Reader + projections (+ augmentation when `train`) -> sample dicts."""
+
+    def __init__(self, reader: ScanDataset, cfg: DataConfig, train: bool, seed: int = 0):
+        self.reader = reader
+        self.cfg = cfg
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.mean = np.asarray(cfg.range.mean, dtype=np.float32)[:, None, None]
+        self.std = np.asarray(cfg.range.std, dtype=np.float32)[:, None, None]
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """key = frame index, or (frame index, epoch) from `StreamSampler` (seeds the augmentation)."""
+        i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
+        cfg = self.cfg
+        reader = self.reader
+        points, invalid = check_points(reader.load_points(i), _point_source(reader, i), cfg.nan_policy)
+        n_invalid = int(invalid.sum())
+        if n_invalid:
+            log.warning("%s: %d points with NaN/inf coordinates moved to the origin and ignored",
+                        _point_source(reader, i), n_invalid)
+        if reader.has_labels:
+            labels = reader.load_labels(i)
+            if len(labels) != len(points):
+                raise DataError(f"{reader.label_path(i)}: {len(labels)} labels for {len(points)} points")
+            labels = labels.copy()
+            labels[invalid] = IGNORE
+        else:
+            labels = np.full(len(points), IGNORE, dtype=np.int64)
+        points = points.astype(np.float32, copy=True)
+        points[:, 3] *= cfg.intensity_scale
+
+        aug = cfg.augment
+        c0, cw = 0, cfg.range.width
+        if self.train and aug.enabled:
+            rng = sample_rng(self.seed, epoch, i)
+            points = augment_points(points, rng, aug)
+            if aug.crop_width:
+                cw = aug.crop_width
+                c0 = crop_start(cfg.range.width, cw, rng)
+
+        rv = cfg.range
+        image, rc, index = range_image(points, rv.height, rv.width, rv.fov_up, rv.fov_down)
+        point_index = np.arange(len(points), dtype=np.int64)
+        if cw != rv.width:
+            keep = (rc[:, 1] >= c0) & (rc[:, 1] < c0 + cw)
+            image, index = image[:, :, c0:c0 + cw], index[:, c0:c0 + cw]
+            remap = np.full(len(points), -1, dtype=np.int64)
+            remap[keep] = np.arange(int(keep.sum()))
+            index = np.where(index >= 0, remap[np.maximum(index, 0)], -1)
+            points, labels, rc, point_index = points[keep], labels[keep], rc[keep], point_index[keep]
+            rc = rc - np.array([0, c0])
+        mask = image[5:6]
+        image[:5] = (image[:5] - self.mean) / self.std * mask
+        bev = cfg.bev
+        cells = polar_cells(points, bev.radius_bins, bev.azimuth_bins, bev.min_radius, bev.max_radius)
+
+        sample = {
+            "points": torch.from_numpy(np.ascontiguousarray(points)),
+            "labels": torch.from_numpy(labels.astype(np.int64)),
+            "point_index": torch.from_numpy(point_index),
+            "rv": torch.from_numpy(np.ascontiguousarray(image)),
+            "rv_rc": torch.from_numpy(rc),
+            "rv_index": torch.from_numpy(np.ascontiguousarray(index)),
+            "rv_col0": c0,
+            "bev_cell": torch.from_numpy(cells),
+            "frame": reader.frames[i],
+            "index": i,
+            "num_invalid": n_invalid,
+        }
+        if cfg.cameras:
+            sample["cameras"] = self._cameras(i, points, point_index)
+        return sample
+
+    def _cameras(self, i: int, points: np.ndarray, point_index: np.ndarray) -> list[dict]:
+        """Camera images of frame i and the pixel of every point (in the un-augmented frame)."""
+        from .camera import load_image, project_points
+
+        original = self.reader.load_points(i)[point_index, :3]
+        original = np.nan_to_num(original, nan=0.0, posinf=0.0, neginf=0.0)
+        views = []
+        for cam in self.reader.load_cameras(i):
+            uv, valid = project_points(original, cam)
+            views.append({
+                "name": cam.name,
+                "image": torch.from_numpy(np.ascontiguousarray(load_image(cam).transpose(2, 0, 1))),
+                "uv": torch.from_numpy(uv.astype(np.float32)),
+                "valid": torch.from_numpy(valid),
+            })
+        return views
+
+
+class StreamSampler(Sampler):
+    """Batches of (frame index, epoch) keys from an endless stream of seeded permutations.
+
+    The stream is perm(epoch 0) + perm(epoch 1) + ...; global step s takes positions
+    [s * B * W + rank * B, ... + B) of it (B = batch per rank, W = world size), so the data of every
+    step is a pure function of (seed, step): a run resumed at step s sees exactly the batches the
+    uninterrupted run saw, and small labelled sets (a 1 % split may hold 2 frames) cycle without
+    short epochs.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, start_step: int = 0):
+        if n <= 0:
+            raise DataError("the training set is empty")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world, self.start_step = rank, world_size, start_step
+        self._perms: dict[int, list[int]] = {}
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms = {epoch: torch.randperm(self.n, generator=g).tolist()}
+        return self._perms[epoch]
+
+    def keys(self, step: int) -> list[tuple[int, int]]:
+        start = (step * self.world + self.rank) * self.batch_size
+        out = []
+        for pos in range(start, start + self.batch_size):
+            epoch, j = divmod(pos, self.n)
+            out.append((self._perm(epoch)[j], epoch))
+        return out
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            yield self.keys(step)
+            step += 1
+
+    def __len__(self) -> int:  # endless; DataLoader only needs this for its repr
+        return 2**62
+
+
+def _point_source(reader: ScanDataset, i: int) -> str:
+    path = getattr(reader, "point_path", None)
+    return str(path(i)) if callable(path) else f"{reader.name} frame {reader.frames[i]}"
+
+
+CONCAT_KEYS = ("points", "labels", "point_index", "rv_rc", "bev_cell")
+
+
+def collate(samples: list[dict]) -> dict:
+    """Concatenate per-point tensors (with `batch` ids and `offsets`), stack images."""
+    out: dict = {}
+    counts = torch.tensor([len(s["points"]) for s in samples], dtype=torch.long)
+    out["offsets"] = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    out["batch"] = torch.repeat_interleave(torch.arange(len(samples)), counts)
+    for key in CONCAT_KEYS:
+        out[key] = torch.cat([s[key] for s in samples])
+    widths = {s["rv"].shape[-1] for s in samples}
+    if len(widths) != 1:
+        raise ValueError(f"range images of one batch must share a width, got {sorted(widths)}")
+    out["rv"] = torch.stack([s["rv"] for s in samples])
+    out["rv_index"] = torch.stack([s["rv_index"] for s in samples])
+    out["frame"] = [s["frame"] for s in samples]
+    out["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
+    out["rv_col0"] = torch.tensor([s["rv_col0"] for s in samples], dtype=torch.long)
+    out["num_invalid"] = sum(s["num_invalid"] for s in samples)
+    if "cameras" in samples[0]:
+        out["cameras"] = [s["cameras"] for s in samples]
+    return out
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Move every tensor of a batch (also inside camera lists) to `device`."""
+    def move(v):
+        if torch.is_tensor(v):
+            return v.to(device, non_blocking=True)
+        if isinstance(v, list):
+            return [move(x) for x in v]
+        if isinstance(v, dict):
+            return {k: move(x) for k, x in v.items()}
+        return v
+
+    return {k: move(v) for k, v in batch.items()}

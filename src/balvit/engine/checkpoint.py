@@ -1,0 +1,70 @@
+"""Checkpoints: written atomically (temp file + rename), trainable weights only.
+
+A checkpoint holds the model's trainable state, the identity of every frozen module (name, weight
+source, sha256 of its weights), optimizer / scheduler / grad-scaler state, the step, the best
+validation mIoU, the RNG states of every rank and the resolved config. Loading checks that the
+same frozen backbone is in use and names the file and the mismatch when it is not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from ..io import torch_save
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, *, model, step: int, config: dict, optimizer=None, scheduler=None,
+                    scaler=None, best_miou: float | None = None, rng: list | None = None, extra: dict | None = None) -> Path:
+    state = {
+        "format_version": FORMAT_VERSION,
+        "model": {k: v.detach().cpu() for k, v in model.trainable_state_dict().items()},
+        "frozen": model.frozen_identities(),
+        "model_name": config.get("model", {}).get("name"),
+        "step": step,
+        "best_miou": best_miou,
+        "config": config,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng,
+        "extra": extra or {},
+    }
+    return torch_save(state, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated / not a torch file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION or "model" not in state:
+        raise CheckpointError(f"{path}: not a balvit checkpoint (format {state.get('format_version') if isinstance(state, dict) else '?'})")
+    return state
+
+
+def check_frozen(model, state: dict, path: str | Path) -> None:
+    """Refuse a checkpoint trained on top of another frozen backbone."""
+    have = model.frozen_identities()
+    want = state.get("frozen", {})
+    for name in sorted(set(have) | set(want)):
+        a, b = have.get(name), want.get(name)
+        if a is None or b is None or a.get("sha256") != b.get("sha256"):
+            raise CheckpointError(
+                f"{path}: trained with frozen {name} {b} but the model now uses {a}; "
+                "load the same backbone weights (model.backbone.name / model.backbone.weights)")
+
+
+def restore_model(model, state: dict, path: str | Path) -> None:
+    name = getattr(model, "registry_name", None)
+    if name and state.get("model_name") and state["model_name"] != name:
+        raise CheckpointError(f"{path}: holds a {state['model_name']!r} model, the config builds {name!r}")
+    check_frozen(model, state, path)
+    model.load_trainable_state_dict(state["model"], source=str(path))

@@ -1,0 +1,88 @@
+"""Segmentation losses on per-point (or per-pixel) logits.
+
+- Cross-entropy with ignore index 255, optional class weights and label smoothing.
+- Focal loss (Lin et al., ICCV 2017): FL = -(1 - p_t)^gamma log p_t.
+- Lovasz-softmax (Berman et al., CVPR 2018): the convex Lovasz extension of the Jaccard loss,
+  averaged over the classes present in the ground truth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import LossConfig
+from .data.labels import IGNORE
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                  gamma: float = 0.0, label_smoothing: float = 0.0) -> torch.Tensor:
+    """logits (N, C), target (N,) with 255 ignored -> scalar (mean over valid points)."""
+    valid = target != IGNORE
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    logits, target = logits[valid].float(), target[valid]
+    if gamma <= 0:
+        return F.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing)
+    logp = F.log_softmax(logits, dim=1)
+    logp_t = logp.gather(1, target[:, None])[:, 0]
+    p_t = logp_t.exp()
+    loss = -((1.0 - p_t) ** gamma) * logp_t
+    if weight is not None:
+        w = weight[target]
+        return (loss * w).sum() / w.sum().clamp_min(1e-12)
+    return loss.mean()
+
+
+def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovasz extension of the Jaccard loss w.r.t. errors sorted in decreasing order.
+
+    gt_sorted (P,) float 0/1 -> (P,): J(k) = 1 - |gt ∩ top-k-of-neg| / |gt ∪ ...|, differences of J.
+    """
+    total = gt_sorted.sum()
+    intersection = total - gt_sorted.cumsum(0)
+    union = total + (1.0 - gt_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    if len(jaccard) > 1:
+        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return jaccard
+
+
+def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """logits (N, C), target (N,) with 255 ignored -> Lovasz-softmax averaged over present classes."""
+    valid = target != IGNORE
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    probs = F.softmax(logits[valid].float(), dim=1)
+    target = target[valid]
+    losses = []
+    for c in torch.unique(target).tolist():
+        fg = (target == c).float()
+        errors = (fg - probs[:, c]).abs()
+        errors_sorted, order = torch.sort(errors, descending=True)
+        losses.append(torch.dot(errors_sorted, lovasz_grad(fg[order])))
+    return torch.stack(losses).mean()
+
+
+def class_weights_from_counts(counts: np.ndarray, kind: str) -> torch.Tensor | None:
+    """Per-class weights from labelled point counts: 'none' or 'inverse_sqrt_freq' (mean 1)."""
+    if kind == "none":
+        return None
+    freq = np.asarray(counts, dtype=np.float64)
+    freq = freq / max(freq.sum(), 1.0)
+    w = 1.0 / np.sqrt(freq + 1e-3)
+    w = w / w.mean()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, cfg: LossConfig,
+                      weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """CE (or focal) and Lovasz terms, weighted by the config; returns each term and their sum."""
+    terms = {}
+    if cfg.ce_weight:
+        terms["ce"] = cfg.ce_weight * cross_entropy(logits, target, weight, cfg.focal_gamma, cfg.label_smoothing)
+    if cfg.lovasz_weight:
+        terms["lovasz"] = cfg.lovasz_weight * lovasz_softmax(logits, target)
+    terms["total"] = sum(terms.values()) if terms else logits.sum() * 0.0
+    return terms

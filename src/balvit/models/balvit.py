@@ -1,0 +1,392 @@
+"""BALViT: a frozen 2D vision foundation model as a LiDAR encoder, with a 2D-3D adapter.
+
+Implements "Label-Efficient LiDAR Semantic Segmentation with 2D-3D Vision Transformer Adapters"
+(Hindel, Mohan, Bratulic, Cattaneo, Brox, Valada; IROS 2025, arXiv:2503.03299) from the paper's
+description; the official code is not public. The interaction scheme (injector before and extractor
+after each group of frozen blocks, zero-initialised injector scale, ConvFFN) follows ViT-Adapter
+(Chen et al., ICLR 2023), with the spatial prior replaced by a polar bird's-eye-view branch and the
+reference points computed from 3D geometry:
+
+    range image (6, H, W) --stem--> skip (Cs, H, W) --pool/1x1--> RV tokens (D, H/ph, W/pw) + pos
+    points --PointNet--> scatter-max into polar cells --2D CNN--> BEV maps at strides 2, 4, 8 (-> D)
+    for each of K groups of frozen ViT blocks:
+        tokens += gamma_k * DeformAttn(tokens -> BEV maps; ref = BEV position of the token's mean point)
+        tokens  = frozen_blocks_k(tokens)
+        bev    += DeformAttn(bev -> tokens; ref = range-image position of the cell's 3D centre)
+        bev    += ConvFFN(bev)
+    RV decoder (pixel shuffle + skip) and BEV decoder (FPN to the polar grid); every point
+    concatenates its pixel feature, its cell feature and its PointNet feature -> MLP -> logits.
+    Auxiliary heads classify from the RV-only and BEV-only features.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import SegModel
+from .deform_attn import MSDeformAttn
+from .foundation import FrozenViT, build_foundation
+from .heads import ConvBNAct, PointMLP, PolarConv, ResContextBlock, SegHead, patch_unshuffle
+from .ops import gather_grid, grid_index, scatter_max, scatter_mean, to_grid
+
+POINT_FEATURES = 9  # x, y, z, intensity, radius, sin/cos azimuth, offsets to the cell centre
+
+
+def flatten_levels(maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[(B, D, h_l, w_l)] -> values (B, S, D), shapes (L, 2) long, level starts (L,) long."""
+    shapes = torch.tensor([m.shape[-2:] for m in maps], dtype=torch.long, device=maps[0].device)
+    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    values = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
+    return values, shapes, starts
+
+
+def unflatten_levels(values: torch.Tensor, shapes: torch.Tensor) -> list[torch.Tensor]:
+    """(B, S, D) -> [(B, D, h_l, w_l)]."""
+    out, start = [], 0
+    for h, w in shapes.tolist():
+        out.append(values[:, start:start + h * w].transpose(1, 2).reshape(values.shape[0], -1, h, w))
+        start += h * w
+    return out
+
+
+class RangeEmbedding(nn.Module):
+    """Trainable patch embedding: residual conv stem at full resolution, average pooling to the
+    token grid, 1x1 conv to the ViT width. (B, 6, H, W) -> skip (B, Cs, H, W), tokens (B, D, H/ph, W/pw)."""
+
+    def __init__(self, channels: int, blocks: int, patch: tuple[int, int], dim: int, in_channels: int = 6):
+        super().__init__()
+        layers = [ResContextBlock(in_channels, channels)]
+        layers += [ResContextBlock(channels, channels) for _ in range(blocks - 1)]
+        self.stem = nn.Sequential(*layers)
+        self.patch = patch
+        self.proj = nn.Conv2d(channels, dim, 1)
+
+    def forward(self, rv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        skip = self.stem(rv)
+        tokens = self.proj(F.avg_pool2d(skip, self.patch))
+        return skip, tokens
+
+
+class PolarBEVEncoder(nn.Module):
+    """PointNet features max-pooled into polar cells, then a 2D CNN with strides 2, 4, 8.
+
+    Returns per-point features (N, Cp), the pooled grid (B, Cp, R, A) and the maps of each scale.
+    """
+
+    def __init__(self, point_channels: int, channels: list[int]):
+        super().__init__()
+        self.point_mlp = PointMLP(POINT_FEATURES, [point_channels // 2, point_channels])
+        stages, cin = [], point_channels
+        for c in channels:
+            stages.append(nn.Sequential(PolarConv(cin, c, stride=2), PolarConv(c, c)))
+            cin = c
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, feats: torch.Tensor, cell_flat: torch.Tensor, batch_size: int, grid: tuple[int, int]):
+        r, a = grid
+        point_feat = self.point_mlp(feats)  # (N, Cp)
+        pooled = to_grid(scatter_max(point_feat, cell_flat, batch_size * r * a), batch_size, r, a)
+        maps, x = [], pooled
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return point_feat, pooled, maps
+
+
+class ConvFFN(nn.Module):
+    """Linear -> depthwise 3x3 conv on each level's grid -> GELU -> Linear, on flattened levels."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor, shapes: torch.Tensor) -> torch.Tensor:
+        x = self.fc1(x)
+        maps = [self.dw(m) for m in unflatten_levels(x, shapes)]
+        x = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
+        return self.fc2(F.gelu(x))
+
+
+class Injector(nn.Module):
+    """RV tokens attend to the BEV maps: tokens + gamma * DeformAttn(LN(tokens), ref, LN(bev))."""
+
+    def __init__(self, dim: int, levels: int, heads: int, points: int, ratio: float, init: float):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_v = nn.LayerNorm(dim)
+        self.attn = MSDeformAttn(dim, levels, heads, points, ratio=ratio)
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, tokens, ref, bev, shapes, starts):
+        return tokens + self.gamma * self.attn(self.norm_q(tokens), ref, self.norm_v(bev), shapes, starts)
+
+
+class Extractor(nn.Module):
+    """BEV cells attend to the RV tokens, then a ConvFFN: both residual."""
+
+    def __init__(self, dim: int, heads: int, points: int, ratio: float, ffn_ratio: float):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_v = nn.LayerNorm(dim)
+        self.attn = MSDeformAttn(dim, 1, heads, points, ratio=ratio)
+        self.norm_ffn = nn.LayerNorm(dim)
+        self.ffn = ConvFFN(dim, max(1, int(dim * ffn_ratio)))
+
+    def forward(self, bev, ref, tokens, token_shape, token_start, bev_shapes):
+        bev = bev + self.attn(self.norm_q(bev), ref, self.norm_v(tokens), token_shape, token_start)
+        return bev + self.ffn(self.norm_ffn(bev), bev_shapes)
+
+
+class RangeDecoder(nn.Module):
+    """Tokens -> pixel shuffle to full resolution -> concat the stem skip -> two conv blocks."""
+
+    def __init__(self, dim: int, skip_channels: int, channels: int, patch: tuple[int, int]):
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Conv2d(dim, channels * patch[0] * patch[1], 1)
+        self.fuse = nn.Sequential(ConvBNAct(channels + skip_channels, channels), ConvBNAct(channels, channels))
+
+    def forward(self, tokens: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = patch_unshuffle(self.proj(tokens), *self.patch)
+        return self.fuse(torch.cat([x, skip], dim=1))
+
+
+class BEVDecoder(nn.Module):
+    """Feature-pyramid fusion of the BEV scales, up-sampled to the full polar grid, plus the pooled
+    point features: -> (B, C, R, A)."""
+
+    def __init__(self, dim: int, levels: int, point_channels: int, channels: int):
+        super().__init__()
+        self.lateral = nn.ModuleList([nn.Conv2d(dim, channels, 1) for _ in range(levels)])
+        self.fuse = nn.Sequential(PolarConv(channels + point_channels, channels), PolarConv(channels, channels))
+
+    def forward(self, maps: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
+        size0 = maps[0].shape[-2:]
+        x = sum(F.interpolate(lat(m), size=size0, mode="bilinear", align_corners=False) if i else lat(m)
+                for i, (lat, m) in enumerate(zip(self.lateral, maps)))
+        x = F.interpolate(x, size=pooled.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([x, pooled], dim=1))
+
+
+class BALViT(SegModel):
+    frozen_modules = ("backbone",)
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: FrozenViT,
+        *,
+        patch_size: tuple[int, int] = (4, 8),
+        stem_channels: int = 64,
+        stem_blocks: int = 2,
+        bev_point_channels: int = 64,
+        bev_channels: tuple[int, ...] = (64, 128, 256),
+        interaction_groups: int = 4,
+        deform_heads: int = 6,
+        deform_points: int = 4,
+        deform_ratio: float = 0.5,
+        injector_init: float = 0.0,
+        ffn_ratio: float = 0.25,
+        decoder_channels: int = 64,
+        head_hidden: int = 128,
+        empty_token_range: float = 10.0,
+        default_z: float = -1.7,
+        range_height: int = 64,
+        range_width: int = 2048,
+        fov: tuple[float, float] = (3.0, -25.0),
+        bev_grid: tuple[int, int] = (480, 360),
+        bev_radius: tuple[float, float] = (0.0, 50.0),
+        bev_z: tuple[float, float] = (-4.0, 2.0),
+    ):
+        super().__init__()
+        if interaction_groups > backbone.depth:
+            raise ValueError(f"interaction_groups ({interaction_groups}) exceeds the backbone depth ({backbone.depth})")
+        self.backbone = backbone
+        dim = backbone.width
+        self.num_classes = num_classes
+        self.patch = (int(patch_size[0]), int(patch_size[1]))
+        self.range_height, self.range_width = range_height, range_width
+        self.fov_up, self.fov_down = math.radians(fov[0]), math.radians(fov[1])
+        self.bev_grid = (int(bev_grid[0]), int(bev_grid[1]))
+        self.r_min, self.r_max = bev_radius
+        self.z_min, self.z_max = bev_z
+        self.empty_token_range = empty_token_range
+        self.default_z = default_z
+        # K groups of frozen blocks, as even as possible: boundaries[k]..boundaries[k+1]
+        self.boundaries = [round(k * backbone.depth / interaction_groups) for k in range(interaction_groups + 1)]
+
+        self.embed = RangeEmbedding(stem_channels, stem_blocks, self.patch, dim)
+        self.bev = PolarBEVEncoder(bev_point_channels, list(bev_channels))
+        self.bev_proj = nn.ModuleList([nn.Conv2d(c, dim, 1) for c in bev_channels])
+        self.level_embed = nn.Parameter(torch.zeros(len(bev_channels), dim))
+        nn.init.normal_(self.level_embed, std=0.02)
+        levels = len(bev_channels)
+        self.injectors = nn.ModuleList([
+            Injector(dim, levels, deform_heads, deform_points, deform_ratio, injector_init) for _ in range(interaction_groups)])
+        self.extractors = nn.ModuleList([
+            Extractor(dim, deform_heads, deform_points, deform_ratio, ffn_ratio) for _ in range(interaction_groups)])
+        self.rv_decoder = RangeDecoder(dim, stem_channels, decoder_channels, self.patch)
+        self.bev_decoder = BEVDecoder(dim, levels, bev_point_channels, decoder_channels)
+        self.head = SegHead(2 * decoder_channels + bev_point_channels, head_hidden, num_classes)
+        self.aux_rv = nn.Linear(decoder_channels, num_classes)
+        self.aux_bev = nn.Linear(decoder_channels, num_classes)
+
+    @classmethod
+    def from_config(cls, cfg, num_classes: int) -> "BALViT":
+        b, rv, bev = cfg.model.balvit, cfg.data.range, cfg.data.bev
+        backbone = build_foundation(cfg.model.backbone)
+        return cls(
+            num_classes, backbone,
+            patch_size=tuple(b.patch_size), stem_channels=b.stem_channels, stem_blocks=b.stem_blocks,
+            bev_point_channels=b.bev_point_channels, bev_channels=tuple(b.bev_channels),
+            interaction_groups=b.interaction_groups, deform_heads=b.deform_heads, deform_points=b.deform_points,
+            deform_ratio=b.deform_ratio, injector_init=b.injector_init, ffn_ratio=b.ffn_ratio,
+            decoder_channels=b.decoder_channels, head_hidden=b.head_hidden,
+            empty_token_range=b.empty_token_range, default_z=b.default_z,
+            range_height=rv.height, range_width=rv.width, fov=(rv.fov_up, rv.fov_down),
+            bev_grid=(bev.radius_bins, bev.azimuth_bins), bev_radius=(bev.min_radius, bev.max_radius),
+            bev_z=(bev.z_min, bev.z_max),
+        )
+
+    # ------------------------------------------------------------------------------ geometry
+
+    def _point_features(self, points: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """(N, 4) points, (N, 2) polar cells -> (N, 9) normalised PointNet inputs."""
+        x, y, z, inten = points.unbind(1)
+        r = torch.hypot(x, y)
+        theta = torch.atan2(y, x)
+        nr, na = self.bev_grid
+        dr = (self.r_max - self.r_min) / nr
+        da = 2 * math.pi / na
+        r_centre = self.r_min + (cells[:, 0].to(r.dtype) + 0.5) * dr
+        a_centre = -math.pi + (cells[:, 1].to(r.dtype) + 0.5) * da
+        scale = self.r_max
+        feats = [x / scale, y / scale, (z - self.z_min) / (self.z_max - self.z_min), inten, r / scale,
+                 torch.sin(theta), torch.cos(theta), (r - r_centre) / dr, (theta - a_centre) / da]
+        return torch.stack(feats, dim=1)
+
+    def _token_reference(self, points, batch, rc, col0, batch_size, grid):
+        """BEV location (x = azimuth, y = radius, in [0, 1]) of each token's mean 3D point: (B, Ht*Wt, 2).
+
+        Tokens without points look `empty_token_range` metres along the ray through their centre.
+        """
+        ht, wt = grid
+        ph, pw = self.patch
+        tok = grid_index(batch, rc[:, 0] // ph, rc[:, 1] // pw, ht, wt)
+        mean_xy, count = scatter_mean(points[:, :2], tok, batch_size * ht * wt)
+        r = torch.hypot(mean_xy[:, 0], mean_xy[:, 1])
+        theta = torch.atan2(mean_xy[:, 1], mean_xy[:, 0])
+        # rays through the token centres (full-image column = crop column + col0)
+        dev, dt = points.device, points.dtype
+        rows = (torch.arange(ht, device=dev, dtype=dt) + 0.5) * ph
+        cols = (torch.arange(wt, device=dev, dtype=dt) + 0.5) * pw
+        cols = cols[None, :] + col0.to(dt)[:, None]  # (B, Wt)
+        pitch = self.fov_up - rows / self.range_height * (self.fov_up - self.fov_down)  # (Ht,)
+        ray_theta = -(cols / self.range_width * 2.0 - 1.0) * math.pi  # (B, Wt)
+        ray_r = self.empty_token_range * torch.cos(pitch)  # (Ht,)
+        ray_r = ray_r[None, :, None].expand(batch_size, ht, wt).reshape(-1)
+        ray_theta = ray_theta[:, None, :].expand(batch_size, ht, wt).reshape(-1)
+        empty = count == 0
+        r = torch.where(empty, ray_r, r)
+        theta = torch.where(empty, ray_theta, theta)
+        ref_x = ((theta + math.pi) / (2 * math.pi)).clamp(0, 1)
+        ref_y = ((r - self.r_min) / (self.r_max - self.r_min)).clamp(0, 1)
+        return torch.stack([ref_x, ref_y], dim=1).view(batch_size, ht * wt, 2)
+
+    def _cell_reference(self, points, cell_flat, batch_size, shapes, col0, crop_width):
+        """Range-image location (x = column, y = row, in [0, 1] of the current crop) of the 3D centre
+        of every BEV cell of every level: (B, S, 2). The centre's height is the mean z of the cell's
+        points (pooled to the level), `default_z` where a cell is empty."""
+        nr, na = self.bev_grid
+        z_sum = torch.zeros(batch_size * nr * na, device=points.device, dtype=points.dtype)
+        z_sum = z_sum.index_add(0, cell_flat, points[:, 2]).view(batch_size, 1, nr, na)
+        cnt = torch.zeros_like(z_sum).view(-1).index_add(0, cell_flat, torch.ones_like(points[:, 2])).view_as(z_sum)
+        refs = []
+        for h, w in shapes.tolist():
+            zs = F.adaptive_avg_pool2d(z_sum, (h, w))
+            cs = F.adaptive_avg_pool2d(cnt, (h, w))
+            z = torch.where(cs > 0, zs / cs.clamp_min(1e-12), torch.full_like(zs, self.default_z))[:, 0]  # (B, h, w)
+            radius = self.r_min + (torch.arange(h, device=z.device, dtype=z.dtype) + 0.5) * (self.r_max - self.r_min) / h
+            azimuth = -math.pi + (torch.arange(w, device=z.device, dtype=z.dtype) + 0.5) * 2 * math.pi / w
+            pitch = torch.atan2(z, radius[None, :, None])  # (B, h, w)
+            row = (self.fov_up - pitch) / (self.fov_up - self.fov_down)  # fraction of the image height
+            col = 0.5 * (-azimuth / math.pi + 1.0) * self.range_width  # full-image column
+            col = (col[None, None, :] - col0.to(z.dtype)[:, None, None]) / crop_width  # fraction of the crop
+            col = col.expand(batch_size, h, w)
+            refs.append(torch.stack([col, row], dim=-1).reshape(batch_size, h * w, 2))
+        return torch.cat(refs, dim=1)
+
+    # ------------------------------------------------------------------------------- forward
+
+    def range_tokens(self, rv: torch.Tensor, col0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 6, H, W) -> stem skip (B, Cs, H, W) and RV tokens (B, Ht*Wt, D) with the frozen ViT's
+        position embedding of their place in the full-width image (crops take their slice of it)."""
+        bsz, _, height, width = rv.shape
+        ph, pw = self.patch
+        ht, wt = height // ph, width // pw
+        skip, tok = self.embed(rv)
+        tokens = tok.flatten(2).transpose(1, 2)  # (B, Ht*Wt, D)
+        full_wt = self.range_width // pw
+        pos = self.backbone.grid_pos_embed(ht, full_wt)
+        if pos is not None:
+            pos = pos.view(ht, full_wt, -1)
+            cols = (col0[:, None] // pw + torch.arange(wt, device=rv.device)[None, :]).clamp_max(full_wt - 1)  # (B, Wt)
+            tokens = tokens + pos[:, cols].permute(1, 0, 2, 3).reshape(bsz, ht * wt, -1)
+        return skip, tokens
+
+    def encode(self, batch: dict) -> dict:
+        """Everything up to the decoders: RV tokens after the frozen ViT and the adapted BEV maps."""
+        rv = batch["rv"]  # (B, 6, H, W)
+        bsz, _, height, width = rv.shape
+        points, pbatch, rc, cells = batch["points"], batch["batch"], batch["rv_rc"], batch["bev_cell"]
+        col0 = batch.get("rv_col0")
+        if col0 is None:
+            col0 = torch.zeros(bsz, dtype=torch.long, device=rv.device)
+        ph, pw = self.patch
+        ht, wt = height // ph, width // pw
+
+        skip, tokens = self.range_tokens(rv, col0)
+
+        # polar BEV branch -> spatial prior at the ViT width
+        nr, na = self.bev_grid
+        cell_flat = grid_index(pbatch, cells[:, 0], cells[:, 1], nr, na)
+        point_feat, pooled, maps = self.bev(self._point_features(points, cells), cell_flat, bsz, (nr, na))
+        prior = [proj(m) + self.level_embed[i][None, :, None, None] for i, (proj, m) in enumerate(zip(self.bev_proj, maps))]
+        bev, shapes, starts = flatten_levels(prior)
+
+        tok_ref = self._token_reference(points, pbatch, rc, col0, bsz, (ht, wt))
+        cell_ref = self._cell_reference(points, cell_flat, bsz, shapes, col0, width)
+        tok_shape = torch.tensor([[ht, wt]], dtype=torch.long, device=rv.device)
+        tok_start = tok_shape.new_zeros(1)
+
+        prefix = self.backbone.prefix_tokens(bsz)
+        npre = prefix.shape[1]
+        x = torch.cat([prefix, tokens], dim=1)
+        for k, (inj, ext) in enumerate(zip(self.injectors, self.extractors)):
+            x = torch.cat([x[:, :npre], inj(x[:, npre:], tok_ref, bev, shapes, starts)], dim=1)
+            x = self.backbone.run_blocks(x, self.boundaries[k], self.boundaries[k + 1], (ht, wt))
+            bev = ext(bev, cell_ref, x[:, npre:], tok_shape, tok_start, shapes)
+        x = self.backbone.final_norm(x)
+        return {
+            "tokens": x[:, npre:], "grid": (ht, wt), "skip": skip, "bev": unflatten_levels(bev, shapes),
+            "pooled": pooled, "point_feat": point_feat,
+        }
+
+    def forward(self, batch: dict) -> dict:
+        """batch (see data/dataset.py) -> {"logits": (N, C), "aux": {"rv": (N, C), "bev": (N, C)}}."""
+        enc = self.encode(batch)
+        ht, wt = enc["grid"]
+        tokens = enc["tokens"].transpose(1, 2).reshape(enc["tokens"].shape[0], -1, ht, wt)
+        f_rv = self.rv_decoder(tokens, enc["skip"])  # (B, C, H, W)
+        f_bev = self.bev_decoder(enc["bev"], enc["pooled"])  # (B, C, R, A)
+        pbatch, rc, cells = batch["batch"], batch["rv_rc"], batch["bev_cell"]
+        p_rv = gather_grid(f_rv, pbatch, rc[:, 0], rc[:, 1])
+        p_bev = gather_grid(f_bev, pbatch, cells[:, 0], cells[:, 1])
+        logits = self.head(torch.cat([p_rv, p_bev, enc["point_feat"]], dim=1))
+        return {"logits": logits, "aux": {"rv": self.aux_rv(p_rv), "bev": self.aux_bev(p_bev)}}

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from balvit.config import LossConfig
+from balvit.losses import class_weights_from_counts, cross_entropy, lovasz_softmax, segmentation_loss
+
+
+def test_lovasz_equals_jaccard_loss_on_hard_predictions():
+    # with one-hot probabilities the Lovasz extension is exactly 1 - IoU of each present class
+    rng = np.random.default_rng(0)
+    gt = torch.from_numpy(rng.integers(0, 4, 400))
+    pred = gt.clone()
+    flip = torch.from_numpy(rng.random(400) < 0.3)
+    pred[flip] = torch.from_numpy(rng.integers(0, 4, int(flip.sum())))
+    logits = F.one_hot(pred, 4).float() * 1e4  # softmax is one-hot to float precision
+    ious = []
+    for c in torch.unique(gt).tolist():
+        inter = ((pred == c) & (gt == c)).sum().item()
+        union = ((pred == c) | (gt == c)).sum().item()
+        ious.append(inter / union)
+    expected = float(np.mean([1 - i for i in ious]))
+    assert lovasz_softmax(logits, gt).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_lovasz_ignores_255_and_is_zero_when_perfect():
+    gt = torch.tensor([0, 1, 2, 255, 255])
+    logits = F.one_hot(torch.tensor([0, 1, 2, 0, 1]), 3).float() * 1e4
+    assert lovasz_softmax(logits, gt).item() == pytest.approx(0.0, abs=1e-6)
+    assert lovasz_softmax(logits, torch.full((5,), 255)).item() == 0.0
+
+
+def test_lovasz_has_gradients():
+    logits = torch.randn(50, 5, requires_grad=True)
+    gt = torch.randint(0, 5, (50,))
+    lovasz_softmax(logits, gt).backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_focal_with_gamma_zero_is_cross_entropy_and_down_weights_easy_points():
+    logits = torch.randn(64, 6)
+    gt = torch.randint(0, 6, (64,))
+    gt[:5] = 255
+    ce = F.cross_entropy(logits[5:], gt[5:])
+    assert cross_entropy(logits, gt).item() == pytest.approx(ce.item(), rel=1e-6)
+    assert cross_entropy(logits, gt, gamma=2.0).item() < ce.item()
+    # focal by hand for one point
+    lg = torch.tensor([[2.0, 0.0]])
+    p = torch.softmax(lg, 1)[0, 0]
+    assert cross_entropy(lg, torch.tensor([0]), gamma=2.0).item() == pytest.approx((-(1 - p) ** 2 * torch.log(p)).item(), rel=1e-6)
+
+
+def test_class_weights_favour_rare_classes():
+    w = class_weights_from_counts(np.array([1000, 10, 0]), "inverse_sqrt_freq")
+    assert w[1] > w[0] and w.mean().item() == pytest.approx(1.0)
+    assert class_weights_from_counts(np.array([1, 2]), "none") is None
+
+
+def test_segmentation_loss_terms():
+    logits = torch.randn(30, 4)
+    gt = torch.randint(0, 4, (30,))
+    terms = segmentation_loss(logits, gt, LossConfig(ce_weight=1.0, lovasz_weight=0.5))
+    assert set(terms) == {"ce", "lovasz", "total"}
+    assert terms["total"].item() == pytest.approx(terms["ce"].item() + terms["lovasz"].item())
+    assert terms["lovasz"].item() == pytest.approx(0.5 * lovasz_softmax(logits, gt).item())
