@@ -73,7 +73,7 @@ def test_nan_points(cfg):
     ds = SegmentationDataset(scans, cfg, train=False)
     with pytest.raises(DataError, match="2 of 300 points have NaN"):
         ds[0]
-    cfg.nan_policy = "zero"
+    scans.nan_policy = "zero"
     s = SegmentationDataset(scans, cfg, train=False)[0]
     assert s["num_invalid"] == 2 and s["labels"][3] == 255 and s["labels"][7] == 255
     assert torch.isfinite(s["rv"]).all() and len(s["points"]) == 300

@@ -1,4 +1,4 @@
-"""Command line: balvit train | eval | predict | info | generate | splits.
+"""Command line: balvit train | eval | predict | info | stats | generate | splits.
 
 Every command that runs a model works the same under `torchrun --nproc_per_node=N` (DDP) and as a
 single process. Errors in the input (a wrong config key, a missing file, a corrupt scan, a
@@ -113,6 +113,19 @@ def cmd_splits(args) -> int:
     return 0
 
 
+def cmd_stats(args) -> int:
+    from .data.dataset import build_reader, range_statistics
+
+    cfg = _config(args)
+    reader = build_reader(cfg.data, args.split or cfg.data.train_split)
+    stats = range_statistics(reader, cfg.data, max_frames=args.frames, progress=not args.no_progress)
+    print(f"# range-image statistics of {stats['frames']} {reader.name} frames ({stats['pixels']} pixels)")
+    print("data:\n  range:")
+    print(f"    mean: {stats['mean']}  # range, x, y, z, intensity")
+    print(f"    std: {stats['std']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="balvit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -149,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("overrides", nargs="*")
     i.set_defaults(fn=cmd_info, data_root=None)
 
+    st = sub.add_parser("stats", help="range-image normalisation statistics (data.range.mean/std) of a dataset")
+    common(st, checkpoint=False)
+    st.add_argument("--frames", type=int, default=200, help="evenly spaced frames to read")
+    st.add_argument("--split", default=None, help="split to read (default data.train_split)")
+    st.set_defaults(fn=cmd_stats)
+
     g = sub.add_parser("generate", help="write a synthetic dataset in the official SemanticKITTI / nuScenes layout")
     g.add_argument("--format", required=True, choices=["semantickitti", "nuscenes"])
     g.add_argument("--out", required=True)
@@ -171,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data_root", "--data-root", dest="data_root", default=None,
                    help="dataset root; without it SemanticKITTI lists come from the official frame counts")
     s.add_argument("--percents", default="0.1,1,10,100")
-    s.add_argument("--method", default="uniform", choices=["uniform", "random"])
+    s.add_argument("--method", default="uniform", choices=["uniform", "random", "scenes"],
+                   help="uniform: sorted(frames)[::k]; random: seeded sample; scenes: every k-th nuScenes scene")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--version", default="v1.0-trainval")
     s.set_defaults(fn=cmd_splits)

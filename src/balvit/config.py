@@ -76,7 +76,7 @@ class DataConfig:
     # `split_method` (uniform: sorted(frames)[::k]; random: seeded sample).
     split_file: str = ""
     label_fraction: float = 100.0
-    split_method: Literal["uniform", "random"] = "uniform"
+    split_method: Literal["uniform", "random", "scenes"] = "uniform"  # scenes: nuScenes whole scenes
     split_seed: int = 0
     intensity_scale: float = 1.0  # multiplies the stored intensity (nuScenes: 1/255)
     # NaN/inf coordinates: "error" refuses the scan; "zero" moves such points to the sensor origin,

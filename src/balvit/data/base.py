@@ -43,6 +43,7 @@ class ScanDataset(ABC):
     labels: LabelSpec
     frames: list[str]  # frame ids, e.g. "08/000123" (KITTI) or a LIDAR_TOP sample_data token
     split: str
+    nan_policy: str = "error"  # see check_points
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -55,6 +56,14 @@ class ScanDataset(ABC):
     @abstractmethod
     def load_points(self, i: int) -> np.ndarray:
         """float32 (N, 4) x, y, z, intensity of frame i."""
+
+    def scan_path(self, i: int) -> Path:
+        """The point file of frame i (for error messages)."""
+        return Path(f"{self.name} frame {self.frames[i]}")
+
+    def load_points_checked(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(points (N, 4), invalid (N,) bool) after `check_points` with the reader's nan_policy."""
+        return check_points(self.load_points(i), self.scan_path(i), self.nan_policy)
 
     @abstractmethod
     def load_raw_labels(self, i: int) -> np.ndarray:

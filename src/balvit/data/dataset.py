@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..config import DataConfig
 from ..errors import DataError
-from .base import ScanDataset, check_points
+from .base import ScanDataset
 from .labels import IGNORE
 from .projection import polar_cells, range_image
 from .transforms import augment_points, crop_start, sample_rng
@@ -43,17 +43,18 @@ def build_reader(cfg: DataConfig, split: str, frames: list[str] | None = None) -
         from .semantickitti import SemanticKITTI
 
         sequences = {cfg.train_split: cfg.train_sequences, cfg.val_split: cfg.val_sequences}.get(split) or None
-        return SemanticKITTI(cfg.root, split, sequences=sequences, frames=frames)
+        return SemanticKITTI(cfg.root, split, sequences=sequences, frames=frames, nan_policy=cfg.nan_policy)
     if cfg.dataset == "nuscenes":
         from .nuscenes import NuScenes
 
-        return NuScenes(cfg.root, split, version=cfg.version, frames=frames)
+        return NuScenes(cfg.root, split, version=cfg.version, frames=frames, cameras=cfg.cameras,
+                        nan_policy=cfg.nan_policy)
     raise DataError(f"unknown dataset {cfg.dataset!r}")
 
 
 def training_frames(cfg: DataConfig) -> tuple[list[str], str]:
     """The labelled training frames and a description of where they came from."""
-    from .splits import make_split, read_split_file, resolve_split_file
+    from .splits import read_split_file, resolve_split_file, select_frames
 
     full = build_reader(cfg, cfg.train_split)
     if cfg.split_file:
@@ -62,7 +63,7 @@ def training_frames(cfg: DataConfig) -> tuple[list[str], str]:
         return frames, f"{len(frames)} frames from {path}"
     if cfg.label_fraction >= 100:
         return list(full.frames), f"all {len(full.frames)} {cfg.train_split} frames"
-    frames = make_split(list(full.frames), cfg.label_fraction, cfg.split_method, cfg.split_seed)
+    frames = select_frames(full, cfg.label_fraction, cfg.split_method, cfg.split_seed)
     return frames, (f"{len(frames)} of {len(full.frames)} {cfg.train_split} frames "
                     f"({cfg.label_fraction:g} %, {cfg.split_method}, seed {cfg.split_seed})")
 
@@ -90,11 +91,11 @@ class SegmentationDataset(Dataset):
         i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         cfg = self.cfg
         reader = self.reader
-        points, invalid = check_points(reader.load_points(i), _point_source(reader, i), cfg.nan_policy)
+        points, invalid = reader.load_points_checked(i)
         n_invalid = int(invalid.sum())
         if n_invalid:
             log.warning("%s: %d points with NaN/inf coordinates moved to the origin and ignored",
-                        _point_source(reader, i), n_invalid)
+                        reader.scan_path(i), n_invalid)
         if reader.has_labels:
             labels = reader.load_labels(i)
             if len(labels) != len(points):
@@ -153,7 +154,6 @@ class SegmentationDataset(Dataset):
         from .camera import load_image, project_points
 
         original = self.reader.load_points(i)[point_index, :3]
-        original = np.nan_to_num(original, nan=0.0, posinf=0.0, neginf=0.0)
         views = []
         for cam in self.reader.load_cameras(i):
             uv, valid = project_points(original, cam)
@@ -207,11 +207,6 @@ class StreamSampler(Sampler):
         return 2**62
 
 
-def _point_source(reader: ScanDataset, i: int) -> str:
-    path = getattr(reader, "point_path", None)
-    return str(path(i)) if callable(path) else f"{reader.name} frame {reader.frames[i]}"
-
-
 CONCAT_KEYS = ("points", "labels", "point_index", "rv_rc", "bev_cell")
 
 
@@ -249,3 +244,30 @@ def to_device(batch: dict, device: torch.device) -> dict:
         return v
 
     return {k: move(v) for k, v in batch.items()}
+
+
+def range_statistics(reader: ScanDataset, cfg: DataConfig, max_frames: int = 200, progress: bool = True) -> dict:
+    """Per-channel mean / std of (range, x, y, z, intensity * intensity_scale) over the occupied
+    pixels of the range images of up to `max_frames` evenly spaced frames: the values for
+    data.range.mean / data.range.std of a new dataset or sensor."""
+    from tqdm import tqdm
+
+    n = len(reader)
+    picks = sorted({int(k) for k in np.linspace(0, n - 1, num=min(n, max_frames))})
+    total = np.zeros(5)
+    total_sq = np.zeros(5)
+    count = 0
+    rv = cfg.range
+    for i in tqdm(picks, desc="statistics", disable=not progress):
+        points = reader.load_points(i)
+        points = points.astype(np.float32, copy=True)
+        points[:, 3] *= cfg.intensity_scale
+        image, _, _ = range_image(points, rv.height, rv.width, rv.fov_up, rv.fov_down)
+        vals = image[:5, image[5] > 0].astype(np.float64)  # (5, M)
+        total += vals.sum(1)
+        total_sq += (vals ** 2).sum(1)
+        count += vals.shape[1]
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean ** 2, 0.0))
+    return {"mean": [round(float(v), 4) for v in mean], "std": [round(float(v), 4) for v in std],
+            "frames": len(picks), "pixels": count}

