@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--test_only", action="store_true", help="evaluate --checkpoint instead of training")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("overrides", nargs="*")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     common = ["--data_root", args.data_root]
     if args.test_only:
         if not args.checkpoint:

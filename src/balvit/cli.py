@@ -199,7 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may come after options (`train CFG --save_path X train.lr=1e-3`), which
+    # argparse leaves unparsed: collect them, refuse anything else
+    args, rest = parser.parse_known_args(argv)
+    extra = [r for r in rest if "=" in r and not r.startswith("-")]
+    unknown = [r for r in rest if r not in extra]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        if not hasattr(args, "overrides"):
+            parser.error(f"{args.command} takes no key=value overrides: {' '.join(extra)}")
+        args.overrides = list(args.overrides or []) + extra
     try:
         return args.fn(args)
     except BalvitError as e:
