@@ -91,6 +91,11 @@ def project_points(xyz: np.ndarray, cam: CameraFrame, min_depth: float = 1.0) ->
     xyz: (N, 3) (or (N, >=3), extra columns ignored) in the reader's lidar frame.
     Returns uv (N, 2) float32 (u = column, v = row, continuous pixel coordinates) and
     valid (N,) bool (depth > min_depth and inside the image). uv is -1 where not valid.
+
+    Pixel centres sit at integer coordinates (the OpenCV / KITTI convention, which the synthetic
+    renderer follows): the pixel of a point is `pixel_index(uv)` = round(uv), so "inside the image"
+    means -0.5 <= u < W - 0.5 and -0.5 <= v < H - 0.5. For `grid_sample` with align_corners=False
+    the normalised coordinate is (u + 0.5) / W * 2 - 1.
     """
     xyz = np.asarray(xyz)
     if xyz.ndim != 2 or xyz.shape[1] < 3:
@@ -104,10 +109,15 @@ def project_points(xyz: np.ndarray, cam: CameraFrame, min_depth: float = 1.0) ->
     pix = p @ K.T  # (N, 3) homogeneous pixels
     u = pix[:, 0] / safe
     v = pix[:, 1] / safe
-    valid = in_front & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
+    valid = in_front & (u >= -0.5) & (u < cam.width - 0.5) & (v >= -0.5) & (v < cam.height - 0.5)
     uv = np.stack([u, v], axis=1).astype(np.float32)  # (N, 2)
     uv[~valid] = -1.0
     return uv, valid
+
+
+def pixel_index(uv: np.ndarray) -> np.ndarray:
+    """(N, 2) continuous (u, v) of valid points -> (N, 2) int64 (column, row) of their pixel."""
+    return np.floor(np.asarray(uv, dtype=np.float64) + 0.5).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------- images
