@@ -106,8 +106,9 @@ def cmd_splits(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     percents = tuple(float(p) for p in args.percents.split(","))
+    sequences = [x.strip() for x in args.sequences.split(",")] if args.sequences else None
     paths = run_splits(args.dataset, args.out, percents=percents, method=args.method, seed=args.seed,
-                       data_root=args.data_root, version=args.version)
+                       data_root=args.data_root, version=args.version, sequences=sequences)
     for p in paths:
         print(p)
     return 0
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uniform: sorted(frames)[::k]; random: seeded sample; scenes: every k-th nuScenes scene")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--version", default="v1.0-trainval")
+    s.add_argument("--sequences", default=None, help="SemanticKITTI training sequences if not the official ones (e.g. 00)")
     s.set_defaults(fn=cmd_splits)
     return p
 

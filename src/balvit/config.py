@@ -112,6 +112,7 @@ class BALViTConfig:
     stem_blocks: int = 2
     bev_point_channels: int = 64  # PointNet width before scatter-max into polar cells
     bev_channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # one per BEV scale
+    adapter_dim: int = 192  # width of the BEV spatial prior the injectors read and the extractors update
     interaction_groups: int = 4  # K injector/extractor stages over the frozen blocks
     deform_heads: int = 6
     deform_points: int = 4

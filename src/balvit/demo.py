@@ -50,8 +50,8 @@ def generate_data(root: Path, frames: int, val_frames: int, seed: int, workers: 
         print(f"    reusing {root} (made earlier with the same settings)")
         return info
     t0 = time.time()
-    a = generate("semantickitti", root, sequences=["00"], frames=frames, seed=seed, workers=workers, progress=True)
-    b = generate("semantickitti", root, sequences=["08"], frames=val_frames, seed=seed + 1, workers=workers, progress=True)
+    a = generate("semantickitti", root, sequences=["00"], frames=frames, seed=seed, image_scale=0.25, workers=workers, progress=True)
+    b = generate("semantickitti", root, sequences=["08"], frames=val_frames, seed=seed + 1, image_scale=0.25, workers=workers, progress=True)
     info = {"args": want, "seconds": time.time() - t0, "train": a, "val": b}
     write_json(marker, info)
     return info
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         t = time.time()
         say(2, total, "writing the 1 % label split of the training frames (uniform: sorted(frames)[::100])")
         split_dir = root / "splits"
-        run_splits("semantickitti", split_dir, percents=(1.0,), method="uniform", seed=0, data_root=str(root))
+        run_splits("semantickitti", split_dir, percents=(1.0,), method="uniform", seed=0, data_root=str(root),
+                   sequences=["00"])
         split_file = split_dir / "1.txt"
         frames = read_split_file(split_file)
         print(f"    {split_file}: {len(frames)} labelled frames: {', '.join(frames)}")

@@ -35,34 +35,27 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     return loss.mean()
 
 
-def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
-    """Gradient of the Lovasz extension of the Jaccard loss w.r.t. errors sorted in decreasing order.
-
-    gt_sorted (P,) float 0/1 -> (P,): J(k) = 1 - |gt ∩ top-k-of-neg| / |gt ∪ ...|, differences of J.
-    """
-    total = gt_sorted.sum()
-    intersection = total - gt_sorted.cumsum(0)
-    union = total + (1.0 - gt_sorted).cumsum(0)
-    jaccard = 1.0 - intersection / union
-    if len(jaccard) > 1:
-        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
-    return jaccard
-
-
 def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """logits (N, C), target (N,) with 255 ignored -> Lovasz-softmax averaged over present classes."""
+    """logits (N, C), target (N,) with 255 ignored -> Lovasz-softmax averaged over present classes.
+
+    All present classes are sorted in one call: errors (N, K) sorted down each column.
+    """
     valid = target != IGNORE
     if not bool(valid.any()):
         return logits.sum() * 0.0
     probs = F.softmax(logits[valid].float(), dim=1)
     target = target[valid]
-    losses = []
-    for c in torch.unique(target).tolist():
-        fg = (target == c).float()
-        errors = (fg - probs[:, c]).abs()
-        errors_sorted, order = torch.sort(errors, descending=True)
-        losses.append(torch.dot(errors_sorted, lovasz_grad(fg[order])))
-    return torch.stack(losses).mean()
+    present = torch.unique(target)  # (K,)
+    fg = (target[:, None] == present[None, :]).float()  # (N, K)
+    errors = (fg - probs[:, present]).abs()
+    errors_sorted, order = torch.sort(errors, dim=0, descending=True)
+    fg_sorted = fg.gather(0, order)
+    total = fg_sorted.sum(0, keepdim=True)
+    intersection = total - fg_sorted.cumsum(0)
+    union = total + (1.0 - fg_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union  # (N, K)
+    grad = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]], dim=0)
+    return (errors_sorted * grad).sum(0).mean()
 
 
 def class_weights_from_counts(counts: np.ndarray, kind: str) -> torch.Tensor | None:

@@ -19,18 +19,24 @@ RV_CHANNELS = ("range", "x", "y", "z", "intensity", "mask")
 
 
 def spherical_coords(points: np.ndarray, height: int, width: int, fov_up: float, fov_down: float):
-    """(N, >=3) points -> depth (N,), row (N,) int64, col (N,) int64 (clamped into the image)."""
-    x, y, z = points[:, 0], points[:, 1], points[:, 2]
-    depth = np.sqrt(x * x + y * y + z * z)
+    """(N, >=3) points -> depth (N,), row (N,) int64, col (N,) int64 (clamped into the image).
+
+    yaw = atan2(y, x) maps to col = (0.5 - yaw / 2 pi) * W; pitch = atan2(z, hypot(x, y)) maps to
+    row = (fov_up - pitch) / (fov_up - fov_down) * H (floored, then clamped).
+    """
+    pts = points[:, :3].astype(np.float32, copy=False)
+    x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
+    r2 = x * x + y * y
+    depth = np.sqrt(r2 + z * z)
     up, down = np.deg2rad(fov_up), np.deg2rad(fov_down)
-    yaw = -np.arctan2(y, x)  # (-pi, pi], 0 straight ahead
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pitch = np.where(depth > 0, np.arcsin(np.clip(z / np.where(depth > 0, depth, 1), -1, 1)), 0.0)
-    col = np.floor(0.5 * (yaw / np.pi + 1.0) * width).astype(np.int64)
-    row = np.floor((1.0 - (pitch - down) / (up - down)) * height).astype(np.int64)
+    yaw = np.arctan2(y, x)
+    pitch = np.arctan2(z, np.sqrt(r2))
+    # both values are clamped to >= 0 below, so truncation (astype) equals floor here
+    col = ((np.float32(0.5) - yaw * np.float32(0.5 / np.pi)) * np.float32(width)).astype(np.int64)
+    row = ((np.float32(up) - pitch) * np.float32(height / (up - down))).astype(np.int64)
     np.clip(col, 0, width - 1, out=col)
     np.clip(row, 0, height - 1, out=row)
-    return depth.astype(np.float32), row, col
+    return depth, row, col
 
 
 def closest_per_cell(cell: np.ndarray, depth: np.ndarray) -> np.ndarray:
@@ -41,8 +47,11 @@ def closest_per_cell(cell: np.ndarray, depth: np.ndarray) -> np.ndarray:
     """
     if len(cell) == 0:
         return np.zeros(0, dtype=np.int64)
+    depth = np.ascontiguousarray(depth, dtype=np.float32)
+    if depth.min() < 0:
+        raise ValueError("closest_per_cell needs non-negative depths")
     # for non-negative float32 the IEEE bit pattern orders like the value
-    key = (cell.astype(np.int64) << 32) | np.abs(depth).astype(np.float32).view(np.uint32).astype(np.int64)
+    key = (cell.astype(np.int64, copy=False) << 32) | depth.view(np.uint32).astype(np.int64)
     order = np.argsort(key, kind="stable")
     sorted_cell = cell[order]
     first = np.ones(len(order), dtype=bool)
@@ -60,23 +69,28 @@ def range_image(points: np.ndarray, height: int, width: int, fov_up: float, fov_
     depth, row, col = spherical_coords(points, height, width, fov_up, fov_down)
     flat = row * width + col
     winner = closest_per_cell(flat, depth)
-    image = np.zeros((6, height * width), dtype=np.float32)
-    pix = flat[winner]
-    image[0, pix] = depth[winner]
-    image[1:5, pix] = points[winner, :4].T
-    image[5, pix] = 1.0
-    index = np.full(height * width, -1, dtype=np.int64)
-    index[pix] = winner
-    rc = np.stack([row, col], axis=1)
-    return image.reshape(6, height, width), rc, index.reshape(height, width)
+    n = len(points)
+    # per-point channels with one extra all-zero column for empty pixels: the image is one gather
+    src = np.empty((6, n + 1), dtype=np.float32)
+    src[0, :n] = depth
+    src[1:5, :n] = points[:, :4].T
+    src[5, :n] = 1.0
+    src[:, n] = 0.0
+    shown = np.full(height * width, n, dtype=np.int64)
+    shown[flat[winner]] = winner
+    image = np.take(src, shown, axis=1).reshape(6, height, width)  # (6, H, W)
+    index = np.where(shown < n, shown, -1).reshape(height, width)
+    return image, np.stack([row, col], axis=1), index
 
 
 def polar_cells(points: np.ndarray, radius_bins: int, azimuth_bins: int, min_radius: float, max_radius: float) -> np.ndarray:
     """(N, >=2) points -> (N, 2) int64 (radius bin, azimuth bin); azimuth bin 0 starts at -pi."""
-    r = np.hypot(points[:, 0], points[:, 1])
-    theta = np.arctan2(points[:, 1], points[:, 0])
-    rb = np.floor((r - min_radius) / (max_radius - min_radius) * radius_bins).astype(np.int64)
-    ab = np.floor((theta + np.pi) / (2 * np.pi) * azimuth_bins).astype(np.int64)
+    x = points[:, 0].astype(np.float32, copy=False)
+    y = points[:, 1].astype(np.float32, copy=False)
+    r = np.sqrt(x * x + y * y)
+    theta = np.arctan2(y, x)
+    rb = np.floor((r - np.float32(min_radius)) * np.float32(radius_bins / (max_radius - min_radius))).astype(np.int64)
+    ab = np.floor((theta + np.float32(np.pi)) * np.float32(azimuth_bins / (2 * np.pi))).astype(np.int64)
     np.clip(rb, 0, radius_bins - 1, out=rb)
     np.clip(ab, 0, azimuth_bins - 1, out=ab)
     return np.stack([rb, ab], axis=1)

@@ -259,8 +259,12 @@ def run_splits(
     seed: int = 0,
     data_root: str | Path | None = None,
     version: str = "v1.0-trainval",
+    sequences: Sequence[str] | None = None,
 ) -> list[Path]:
     """Write the split files of `balvit splits` into `out_dir` (e.g. splits/semantickitti).
+
+    `sequences` (SemanticKITTI with data_root) replaces the official training sequences, e.g. for
+    the synthetic data that holds only sequence 00.
 
     Without data_root: SemanticKITTI lists from the official scan counts; nuScenes scene lists
     (method "scenes") only, since sample tokens are unknown without the tables. With data_root the
@@ -274,6 +278,8 @@ def run_splits(
     for p in percents:
         stride_for(p)
     cmd_data = f" --data_root {data_root}" if data_root is not None else ""
+    if sequences:
+        cmd_data += f" --sequences {','.join(sequences)}"
     if dataset_name == "nuscenes" and version != "v1.0-trainval" and data_root is not None:
         cmd_data += f" --version {version}"
     cmd = REPRODUCE.format(
@@ -283,7 +289,7 @@ def run_splits(
     if dataset_name == "semantickitti":
         if method == "scenes":
             raise ConfigError("method 'scenes' is for nuScenes; SemanticKITTI uses 'uniform' or 'random'")
-        return _kitti_splits(out_dir, percents, method, seed, data_root, cmd)
+        return _kitti_splits(out_dir, percents, method, seed, data_root, cmd, sequences)
     if dataset_name == "nuscenes":
         return _nuscenes_splits(out_dir, percents, method, seed, data_root, version, cmd)
     raise ConfigError(f"unknown dataset {dataset_name!r}: expected semantickitti or nuscenes")
@@ -308,7 +314,8 @@ def _write_with_stats(
     return paths
 
 
-def _kitti_splits(out_dir: Path, percents: list[float], method: str, seed: int, data_root, cmd: str) -> list[Path]:
+def _kitti_splits(out_dir: Path, percents: list[float], method: str, seed: int, data_root, cmd: str,
+                  sequences: Sequence[str] | None = None) -> list[Path]:
     dataset = None
     if data_root is None:
         frames = kitti_official_frames()
@@ -318,7 +325,7 @@ def _kitti_splits(out_dir: Path, percents: list[float], method: str, seed: int, 
     else:
         from .semantickitti import SemanticKITTI
 
-        dataset = SemanticKITTI(data_root, "train")
+        dataset = SemanticKITTI(data_root, "train", sequences=list(sequences) if sequences else None)
         frames = dataset.frames
         per_seq = Counter(f.split("/")[0] for f in frames)
         source = f"{len(frames)} frames found in {dataset.root}: " + ", ".join(f"{s}: {n}" for s, n in sorted(per_seq.items()))

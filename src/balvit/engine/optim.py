@@ -35,7 +35,7 @@ def param_groups(model: nn.Module, weight_decay: float, lr_scales: dict[str, flo
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    scales = model.lr_scales() if hasattr(model, "lr_scales") else None
+    scales = model.lr_scales() if hasattr(model, "lr_scales") else None  # a task adds the "model." prefix
     groups = param_groups(model, cfg.weight_decay, scales)
     if not groups:
         raise ValueError("the model has no trainable parameters")

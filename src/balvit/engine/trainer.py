@@ -31,7 +31,6 @@ from ..config import Config, ConfigError, dump_yaml, to_dict
 from ..data.dataset import SegmentationDataset, StreamSampler, build_reader, collate, to_device, training_frames
 from ..data.labels import LabelSpec
 from ..io import write_json, write_text
-from ..losses import class_weights_from_counts
 from ..models import build_model
 from ..tasks import TASKS
 from . import dist as D
@@ -141,19 +140,15 @@ class Trainer:
         frames, frames_desc = training_frames(cfg.data)
         self.train_reader = build_reader(cfg.data, cfg.data.train_split, frames=frames)
         self.val_reader = build_reader(cfg.data, cfg.data.val_split)
-        if not self.val_reader.has_labels:
-            raise ConfigError(f"data.val_split={cfg.data.val_split!r} has no labels to evaluate against")
         self.labels = self.train_reader.labels
-        self.train_set = SegmentationDataset(self.train_reader, cfg.data, train=True, seed=cfg.train.seed)
-        self.val_set = SegmentationDataset(self.val_reader, cfg.data, train=False)
         self.frames_desc = frames_desc
 
         self.model = build_model(cfg, self.labels.num_classes).to(info.device)
-        weights = None
-        if cfg.loss.class_weights != "none":
-            weights = class_weights_from_counts(self._class_counts(), cfg.loss.class_weights)
-        self.task = TASKS[cfg.task](self.model, cfg.loss, weights).to(info.device)
-        self.optimizer = build_optimizer(self.model, cfg.train)
+        self.task = TASKS[cfg.task].from_config(cfg, self.model, self).to(info.device)
+        self.train_set = self.task.train_dataset(self) or SegmentationDataset(
+            self.train_reader, cfg.data, train=True, seed=cfg.train.seed)
+        self.val_set = SegmentationDataset(self.val_reader, cfg.data, train=False)
+        self.optimizer = build_optimizer(self.task, cfg.train)
         self.scheduler = build_scheduler(self.optimizer, cfg.train)
         self.dtype = autocast_dtype(cfg.train.amp, info.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
@@ -164,7 +159,8 @@ class Trainer:
 
     # -- bookkeeping ------------------------------------------------------------------------
 
-    def _class_counts(self) -> np.ndarray:
+    def class_counts(self) -> np.ndarray:
+        """Labelled points per class over the training frames (for class weights)."""
         counts = np.zeros(self.labels.num_classes, dtype=np.int64)
         for i in range(len(self.train_reader)):
             lab = self.train_reader.load_labels(i)
@@ -179,7 +175,8 @@ class Trainer:
         if self.info.is_main:
             save_checkpoint(self.save_path / name, model=self.model, step=self.step, config=self.config_dict(),
                             optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
-                            best_miou=self.best_miou, rng=rng, extra={"frames": self.frames_desc})
+                            best_miou=self.best_miou, rng=rng,
+                            extra={"frames": self.frames_desc, "task_state": self.task.extra_state_dict()})
         D.barrier()
 
     def resume(self) -> bool:
@@ -188,6 +185,7 @@ class Trainer:
             return False
         state = load_checkpoint(path)
         restore_model(self.model, state, path)
+        self.task.load_extra_state_dict(state.get("extra", {}).get("task_state", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
@@ -315,17 +313,26 @@ class Trainer:
         return values
 
     def validate(self, logger: RunLogger | None = None) -> dict:
-        loader = eval_loader(self.val_set, self.info, self.cfg.eval.batch_size, self.cfg.data.num_workers,
-                             self.cfg.data.max_val_frames)
-        metrics = evaluate(self.model, loader, self.labels, self.info, self.dtype, progress=self.progress)
+        """The task's validation (default: mIoU of the model on the validation split); best.pt
+        follows its "score" (the mIoU by default)."""
+        metrics = self.task.validate(self)
+        if metrics is None:
+            if not self.val_reader.has_labels:
+                raise ConfigError(f"data.val_split={self.cfg.data.val_split!r} has no labels to evaluate against")
+            loader = eval_loader(self.val_set, self.info, self.cfg.eval.batch_size, self.cfg.data.num_workers,
+                                 self.cfg.data.max_val_frames)
+            metrics = evaluate(self.model, loader, self.labels, self.info, self.dtype, progress=self.progress)
+            metrics["score"] = metrics["miou"]
         metrics["step"] = self.step
-        improved = self.best_miou is None or metrics["miou"] > self.best_miou
+        improved = self.best_miou is None or metrics["score"] > self.best_miou
         if improved:
-            self.best_miou = metrics["miou"]
+            self.best_miou = metrics["score"]
         if logger is not None:
-            logger.log(self.step, {"miou": metrics["miou"], **{f"iou/{k}": v for k, v in metrics["iou"].items() if v is not None}}, prefix="val/")
+            scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "step"}
+            scalars.update({f"iou/{k}": v for k, v in metrics.get("iou", {}).items() if v is not None})
+            logger.log(self.step, scalars, prefix="val/")
         if self.info.is_main:
-            log.info("step %d: validation mIoU %.2f (best %.2f)", self.step, metrics["miou"], self.best_miou)
+            log.info("step %d: validation score %.2f (best %.2f)", self.step, metrics["score"], self.best_miou)
             write_json(self.save_path / "val_metrics.json", {k: v for k, v in metrics.items() if k != "confusion"})
         if improved:
             self.save("best.pt")

@@ -8,14 +8,15 @@ after each group of frozen blocks, zero-initialised injector scale, ConvFFN) fol
 reference points computed from 3D geometry:
 
     range image (6, H, W) --stem--> skip (Cs, H, W) --pool/1x1--> RV tokens (D, H/ph, W/pw) + pos
-    points --PointNet--> scatter-max into polar cells --2D CNN--> BEV maps at strides 2, 4, 8 (-> D)
+    points --PointNet--> scatter-max into polar cells --2D CNN--> BEV maps at strides 4, 8, 16 (-> Db)
     for each of K groups of frozen ViT blocks:
         tokens += gamma_k * DeformAttn(tokens -> BEV maps; ref = BEV position of the token's mean point)
         tokens  = frozen_blocks_k(tokens)
         bev    += DeformAttn(bev -> tokens; ref = range-image position of the cell's 3D centre)
         bev    += ConvFFN(bev)
-    RV decoder (pixel shuffle + skip) and BEV decoder (FPN to the polar grid); every point
-    concatenates its pixel feature, its cell feature and its PointNet feature -> MLP -> logits.
+    RV decoder (pixel shuffle + skip) and BEV decoder (FPN to half the polar grid + skip); every
+    point concatenates its pixel feature, its bilinearly read BEV feature and its PointNet feature
+    -> MLP -> logits.
     Auxiliary heads classify from the RV-only and BEV-only features.
 """
 
@@ -72,14 +73,17 @@ class RangeEmbedding(nn.Module):
 
 
 class PolarBEVEncoder(nn.Module):
-    """PointNet features max-pooled into polar cells, then a 2D CNN with strides 2, 4, 8.
+    """PointNet features max-pooled into polar cells, a stride-2 stem, then a 2D CNN whose stages
+    halve the resolution again: maps at 1/4, 1/8, 1/16 of the polar grid (the spatial prior).
 
-    Returns per-point features (N, Cp), the pooled grid (B, Cp, R, A) and the maps of each scale.
+    Returns per-point features (N, Cp), the stem output (B, Cp, R/2, A/2) (the decoder's skip) and
+    the maps of each scale.
     """
 
     def __init__(self, point_channels: int, channels: list[int]):
         super().__init__()
         self.point_mlp = PointMLP(POINT_FEATURES, [point_channels // 2, point_channels])
+        self.stem = PolarConv(point_channels, point_channels, stride=2)
         stages, cin = [], point_channels
         for c in channels:
             stages.append(nn.Sequential(PolarConv(cin, c, stride=2), PolarConv(c, c)))
@@ -89,12 +93,13 @@ class PolarBEVEncoder(nn.Module):
     def forward(self, feats: torch.Tensor, cell_flat: torch.Tensor, batch_size: int, grid: tuple[int, int]):
         r, a = grid
         point_feat = self.point_mlp(feats)  # (N, Cp)
-        pooled = to_grid(scatter_max(point_feat, cell_flat, batch_size * r * a), batch_size, r, a)
-        maps, x = [], pooled
+        pooled = to_grid(scatter_max(point_feat, cell_flat, batch_size * r * a), batch_size, r, a)  # (B, Cp, R, A)
+        half = self.stem(pooled)  # (B, Cp, R/2, A/2)
+        maps, x = [], half
         for stage in self.stages:
             x = stage(x)
             maps.append(x)
-        return point_feat, pooled, maps
+        return point_feat, half, maps
 
 
 class ConvFFN(nn.Module):
@@ -114,13 +119,14 @@ class ConvFFN(nn.Module):
 
 
 class Injector(nn.Module):
-    """RV tokens attend to the BEV maps: tokens + gamma * DeformAttn(LN(tokens), ref, LN(bev))."""
+    """RV tokens (width D) attend to the BEV maps (width Db):
+    tokens + gamma * DeformAttn(LN(tokens), ref, LN(bev))."""
 
-    def __init__(self, dim: int, levels: int, heads: int, points: int, ratio: float, init: float):
+    def __init__(self, dim: int, bev_dim: int, levels: int, heads: int, points: int, ratio: float, init: float):
         super().__init__()
         self.norm_q = nn.LayerNorm(dim)
-        self.norm_v = nn.LayerNorm(dim)
-        self.attn = MSDeformAttn(dim, levels, heads, points, ratio=ratio)
+        self.norm_v = nn.LayerNorm(bev_dim)
+        self.attn = MSDeformAttn(dim, levels, heads, points, value_dim=bev_dim, ratio=ratio)
         self.gamma = nn.Parameter(torch.full((dim,), float(init)))
 
     def forward(self, tokens, ref, bev, shapes, starts):
@@ -128,15 +134,15 @@ class Injector(nn.Module):
 
 
 class Extractor(nn.Module):
-    """BEV cells attend to the RV tokens, then a ConvFFN: both residual."""
+    """BEV cells (width Db) attend to the RV tokens (width D), then a ConvFFN: both residual."""
 
-    def __init__(self, dim: int, heads: int, points: int, ratio: float, ffn_ratio: float):
+    def __init__(self, dim: int, bev_dim: int, heads: int, points: int, ratio: float, ffn_ratio: float):
         super().__init__()
-        self.norm_q = nn.LayerNorm(dim)
+        self.norm_q = nn.LayerNorm(bev_dim)
         self.norm_v = nn.LayerNorm(dim)
-        self.attn = MSDeformAttn(dim, 1, heads, points, ratio=ratio)
-        self.norm_ffn = nn.LayerNorm(dim)
-        self.ffn = ConvFFN(dim, max(1, int(dim * ffn_ratio)))
+        self.attn = MSDeformAttn(bev_dim, 1, heads, points, value_dim=dim, ratio=ratio)
+        self.norm_ffn = nn.LayerNorm(bev_dim)
+        self.ffn = ConvFFN(bev_dim, max(1, int(bev_dim * ffn_ratio)))
 
     def forward(self, bev, ref, tokens, token_shape, token_start, bev_shapes):
         bev = bev + self.attn(self.norm_q(bev), ref, self.norm_v(tokens), token_shape, token_start)
@@ -158,20 +164,20 @@ class RangeDecoder(nn.Module):
 
 
 class BEVDecoder(nn.Module):
-    """Feature-pyramid fusion of the BEV scales, up-sampled to the full polar grid, plus the pooled
-    point features: -> (B, C, R, A)."""
+    """Feature-pyramid fusion of the BEV scales, up-sampled to half the polar grid and fused with
+    the stem's skip: -> (B, C, R/2, A/2). Points read it bilinearly at their exact polar position."""
 
-    def __init__(self, dim: int, levels: int, point_channels: int, channels: int):
+    def __init__(self, dim: int, levels: int, skip_channels: int, channels: int):
         super().__init__()
         self.lateral = nn.ModuleList([nn.Conv2d(dim, channels, 1) for _ in range(levels)])
-        self.fuse = nn.Sequential(PolarConv(channels + point_channels, channels), PolarConv(channels, channels))
+        self.fuse = nn.Sequential(PolarConv(channels + skip_channels, channels), PolarConv(channels, channels))
 
-    def forward(self, maps: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
+    def forward(self, maps: list[torch.Tensor], skip: torch.Tensor) -> torch.Tensor:
         size0 = maps[0].shape[-2:]
         x = sum(F.interpolate(lat(m), size=size0, mode="bilinear", align_corners=False) if i else lat(m)
                 for i, (lat, m) in enumerate(zip(self.lateral, maps)))
-        x = F.interpolate(x, size=pooled.shape[-2:], mode="bilinear", align_corners=False)
-        return self.fuse(torch.cat([x, pooled], dim=1))
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([x, skip], dim=1))
 
 
 class BALViT(SegModel):
@@ -187,6 +193,7 @@ class BALViT(SegModel):
         stem_blocks: int = 2,
         bev_point_channels: int = 64,
         bev_channels: tuple[int, ...] = (64, 128, 256),
+        adapter_dim: int = 192,
         interaction_groups: int = 4,
         deform_heads: int = 6,
         deform_points: int = 4,
@@ -223,16 +230,18 @@ class BALViT(SegModel):
 
         self.embed = RangeEmbedding(stem_channels, stem_blocks, self.patch, dim)
         self.bev = PolarBEVEncoder(bev_point_channels, list(bev_channels))
-        self.bev_proj = nn.ModuleList([nn.Conv2d(c, dim, 1) for c in bev_channels])
-        self.level_embed = nn.Parameter(torch.zeros(len(bev_channels), dim))
+        self.bev_proj = nn.ModuleList([nn.Conv2d(c, adapter_dim, 1) for c in bev_channels])
+        self.level_embed = nn.Parameter(torch.zeros(len(bev_channels), adapter_dim))
         nn.init.normal_(self.level_embed, std=0.02)
         levels = len(bev_channels)
         self.injectors = nn.ModuleList([
-            Injector(dim, levels, deform_heads, deform_points, deform_ratio, injector_init) for _ in range(interaction_groups)])
+            Injector(dim, adapter_dim, levels, deform_heads, deform_points, deform_ratio, injector_init)
+            for _ in range(interaction_groups)])
         self.extractors = nn.ModuleList([
-            Extractor(dim, deform_heads, deform_points, deform_ratio, ffn_ratio) for _ in range(interaction_groups)])
+            Extractor(dim, adapter_dim, deform_heads, deform_points, deform_ratio, ffn_ratio)
+            for _ in range(interaction_groups)])
         self.rv_decoder = RangeDecoder(dim, stem_channels, decoder_channels, self.patch)
-        self.bev_decoder = BEVDecoder(dim, levels, bev_point_channels, decoder_channels)
+        self.bev_decoder = BEVDecoder(adapter_dim, levels, bev_point_channels, decoder_channels)  # (B, C, R/2, A/2)
         self.head = SegHead(2 * decoder_channels + bev_point_channels, head_hidden, num_classes)
         self.aux_rv = nn.Linear(decoder_channels, num_classes)
         self.aux_bev = nn.Linear(decoder_channels, num_classes)
@@ -244,7 +253,7 @@ class BALViT(SegModel):
         return cls(
             num_classes, backbone,
             patch_size=tuple(b.patch_size), stem_channels=b.stem_channels, stem_blocks=b.stem_blocks,
-            bev_point_channels=b.bev_point_channels, bev_channels=tuple(b.bev_channels),
+            bev_point_channels=b.bev_point_channels, bev_channels=tuple(b.bev_channels), adapter_dim=b.adapter_dim,
             interaction_groups=b.interaction_groups, deform_heads=b.deform_heads, deform_points=b.deform_points,
             deform_ratio=b.deform_ratio, injector_init=b.injector_init, ffn_ratio=b.ffn_ratio,
             decoder_channels=b.decoder_channels, head_hidden=b.head_hidden,
@@ -322,6 +331,19 @@ class BALViT(SegModel):
             refs.append(torch.stack([col, row], dim=-1).reshape(batch_size, h * w, 2))
         return torch.cat(refs, dim=1)
 
+    def _sample_bev(self, feat: torch.Tensor, points: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Bilinear read of a (B, C, h, w) polar map at every point's (radius, azimuth): (N, C)."""
+        r = torch.hypot(points[:, 0], points[:, 1])
+        theta = torch.atan2(points[:, 1], points[:, 0])
+        gx = theta / math.pi  # azimuth -pi..pi -> -1..1 (the width axis)
+        gy = ((r - self.r_min) / (self.r_max - self.r_min)).clamp(0, 1) * 2 - 1  # radius (the height axis)
+        grid = torch.stack([gx, gy], dim=1).to(feat.dtype)
+        out = []
+        for b, (s, e) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
+            g = grid[s:e].view(1, 1, e - s, 2)
+            out.append(F.grid_sample(feat[b:b + 1], g, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0].T)
+        return torch.cat(out)
+
     # ------------------------------------------------------------------------------- forward
 
     def range_tokens(self, rv: torch.Tensor, col0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -353,10 +375,10 @@ class BALViT(SegModel):
 
         skip, tokens = self.range_tokens(rv, col0)
 
-        # polar BEV branch -> spatial prior at the ViT width
+        # polar BEV branch -> spatial prior of width adapter_dim
         nr, na = self.bev_grid
         cell_flat = grid_index(pbatch, cells[:, 0], cells[:, 1], nr, na)
-        point_feat, pooled, maps = self.bev(self._point_features(points, cells), cell_flat, bsz, (nr, na))
+        point_feat, bev_skip, maps = self.bev(self._point_features(points, cells), cell_flat, bsz, (nr, na))
         prior = [proj(m) + self.level_embed[i][None, :, None, None] for i, (proj, m) in enumerate(zip(self.bev_proj, maps))]
         bev, shapes, starts = flatten_levels(prior)
 
@@ -375,7 +397,7 @@ class BALViT(SegModel):
         x = self.backbone.final_norm(x)
         return {
             "tokens": x[:, npre:], "grid": (ht, wt), "skip": skip, "bev": unflatten_levels(bev, shapes),
-            "pooled": pooled, "point_feat": point_feat,
+            "bev_skip": bev_skip, "point_feat": point_feat,
         }
 
     def forward(self, batch: dict) -> dict:
@@ -384,9 +406,9 @@ class BALViT(SegModel):
         ht, wt = enc["grid"]
         tokens = enc["tokens"].transpose(1, 2).reshape(enc["tokens"].shape[0], -1, ht, wt)
         f_rv = self.rv_decoder(tokens, enc["skip"])  # (B, C, H, W)
-        f_bev = self.bev_decoder(enc["bev"], enc["pooled"])  # (B, C, R, A)
-        pbatch, rc, cells = batch["batch"], batch["rv_rc"], batch["bev_cell"]
+        f_bev = self.bev_decoder(enc["bev"], enc["bev_skip"])  # (B, C, R/2, A/2)
+        pbatch, rc = batch["batch"], batch["rv_rc"]
         p_rv = gather_grid(f_rv, pbatch, rc[:, 0], rc[:, 1])
-        p_bev = gather_grid(f_bev, pbatch, cells[:, 0], cells[:, 1])
+        p_bev = self._sample_bev(f_bev, batch["points"], batch["offsets"])
         logits = self.head(torch.cat([p_rv, p_bev, enc["point_feat"]], dim=1))
         return {"logits": logits, "aux": {"rv": self.aux_rv(p_rv), "bev": self.aux_bev(p_bev)}}

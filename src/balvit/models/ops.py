@@ -36,7 +36,6 @@ def to_grid(values: torch.Tensor, batch_size: int, height: int, width: int) -> t
 
 
 def gather_grid(feat: torch.Tensor, batch: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-    """feat (B, C, H, W), per-point batch/row/col (N,) -> (N, C)."""
+    """feat (B, C, H, W), per-point batch/row/col (N,) -> (N, C) (no copy of the whole map)."""
     b, c, h, w = feat.shape
-    flat = feat.permute(0, 2, 3, 1).reshape(b * h * w, c)
-    return flat[grid_index(batch, row, col, h, w)]
+    return feat.reshape(b, c, h * w)[batch, :, row * w + col]

@@ -10,18 +10,25 @@ import torch
 import torch.nn as nn
 
 from ..config import LossConfig
-from ..losses import segmentation_loss
+from ..losses import class_weights_from_counts, segmentation_loss
+from .base import Task
 
 
-class SegmentationTask(nn.Module):
+class SegmentationTask(Task):
     def __init__(self, model: nn.Module, loss: LossConfig, class_weights: torch.Tensor | None = None):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.loss_cfg = loss
         if class_weights is not None:
             self.register_buffer("class_weights", class_weights.float(), persistent=False)
         else:
             self.class_weights = None
+
+    @classmethod
+    def from_config(cls, cfg, model: nn.Module, trainer) -> "SegmentationTask":
+        weights = None
+        if cfg.loss.class_weights != "none":
+            weights = class_weights_from_counts(trainer.class_counts(), cfg.loss.class_weights)
+        return cls(model, cfg.loss, weights)
 
     def forward(self, batch: dict) -> dict:
         out = self.model(batch)
