@@ -102,7 +102,13 @@ def main() -> None:
     data = args.data or str(synthetic_kitti(Path(tempfile.gettempdir()) / "balvit_bench_kitti"))
     common = ["--device", args.device, "--repeats", str(args.repeats), "--config", args.config, "--weights", args.weights,
               "--data", data, "--crop", str(args.crop), *(["--amp"] if args.amp else []), *args.overrides]
-    res = {m: run_child(Path(__file__), ["--child", m, *common]) for m in ("model", "vit", "train")}
+    from balvit.config import load_config
+
+    has_vit = load_config(args.config, args.overrides).model.name == "balvit"  # a frozen ViT to compare with
+    modes = ("model", "vit", "train") if has_vit else ("model", "train")
+    res = {m: run_child(Path(__file__), ["--child", m, *common]) for m in modes}
+    if not has_vit:  # other models: no frozen-backbone ratio
+        res["vit"] = {"seconds": float("nan"), "peak_rss_mb": float("nan"), "tokens": None}
     ratio = res["model"]["seconds"] / res["vit"]["seconds"]
     summary = {
         "machine": machine() | {"device": args.device},
