@@ -12,7 +12,12 @@ from __future__ import annotations
 import argparse
 import time
 
+import sys
+from pathlib import Path
+
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from balvit.models.deform_attn import ms_deform_attn, ms_deform_attn_naive
 
@@ -51,11 +56,17 @@ def main() -> None:
         diff = (ms_deform_attn(*inputs) - ms_deform_attn_naive(*inputs)).abs().max().item()
     print(f"Q={args.queries}, S={inputs[0].shape[1]}, levels={sizes}, heads=6x64, points=4, "
           f"threads={torch.get_num_threads()}; max |fast - naive| = {diff:.2e}")
+    result = {"queries": args.queries, "values": int(inputs[0].shape[1]), "levels": sizes, "heads": 6, "head_dim": 64,
+              "points": 4, "threads": torch.get_num_threads(), "max_abs_diff": diff}
     for backward in (False, True):
         tf = timed(ms_deform_attn, inputs, args.repeats, backward)
         tn = timed(ms_deform_attn_naive, inputs, args.repeats, backward)
         label = "forward+backward" if backward else "forward"
         print(f"{label:17s} fast {tf * 1e3:8.1f} ms   naive {tn * 1e3:8.1f} ms   naive/fast = {tn / tf:5.2f}x")
+        result[label] = {"fast_ms": tf * 1e3, "naive_ms": tn * 1e3, "ratio_naive_over_fast": tn / tf}
+    from common import OUT, write_json
+
+    write_json(OUT / "deform_attn_bench.json", result)
 
 
 if __name__ == "__main__":
