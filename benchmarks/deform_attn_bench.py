@@ -10,9 +10,8 @@ scales (240 x 180, 120 x 90, 60 x 45), 6 heads of 64 channels, 4 points per leve
 from __future__ import annotations
 
 import argparse
-import time
-
 import sys
+import time
 from pathlib import Path
 
 import torch
