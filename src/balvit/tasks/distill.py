@@ -118,7 +118,7 @@ def pixel_features(fmap: torch.Tensor, uv: torch.Tensor, image_size: tuple[int, 
     """fmap (D, h, w) patch features of an image of `image_size` (H, W), uv (P, 2) continuous pixel
     coordinates -> (P, D): the bilinearly up-sampled (H, W) map read at each point's pixel."""
     h_img, w_img = image_size
-    pix = torch.floor(uv.float() + 0.5)  # (col, row) of the point's pixel (pixel_index)
+    pix = torch.floor(uv.to(torch.float64 if fmap.dtype == torch.float64 else torch.float32) + 0.5)  # its pixel
     gx = (pix[:, 0] + 0.5) / w_img * 2 - 1
     gy = (pix[:, 1] + 0.5) / h_img * 2 - 1
     grid = torch.stack([gx, gy], dim=1).to(fmap.dtype)[None, None]  # (1, 1, P, 2)
