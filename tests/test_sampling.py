@@ -107,3 +107,13 @@ def test_mixed_datasets_in_one_batch_pad_their_range_images():
     lo = batch["offsets"][1].item()
     shown = batch["rv_index"][1][rc[lo:, 0], rc[lo:, 1]]
     assert (shown[shown >= 0] < len(sb["points"])).all()
+
+
+def test_with_a_crop_the_cap_counts_the_points_of_the_crop():
+    scans = MemoryScans([4000], seed=4)
+    cfg = load_config(None, CFG + ["data.augment.crop_width=32", "data.sampling.voxel_size=0.0"])
+    s = SegmentationDataset(scans, cfg.data, train=True)[(0, 0)]
+    assert len(s["points"]) == 400  # a quarter of 4000 points is ~1000 > the cap
+    assert (s["rv_rc"][:, 1] < 32).all() and (s["rv_index"] >= 0).sum() > 0
+    shown = s["rv_index"][s["rv_rc"][:, 0], s["rv_rc"][:, 1]]
+    assert (shown >= 0).all()  # each pixel holding a point shows a point of the sample

@@ -124,6 +124,10 @@ class SegmentationDataset(Dataset):
         point_index = np.arange(len(points), dtype=np.int64)
         sp = cfg.sampling
         if self.train and (sp.voxel_size > 0 or sp.max_points > 0):  # drop points, like a crop
+            if cw != cfg.range.width:  # crop first, so that the cap counts the points of the crop
+                _, rc, _ = range_image(points, cfg.range.height, cfg.range.width, cfg.range.fov_up, cfg.range.fov_down)
+                keep = (rc[:, 1] >= c0) & (rc[:, 1] < c0 + cw)
+                points, labels, point_index = points[keep], labels[keep], point_index[keep]
             keep = voxel_subsample(points, sp.voxel_size, rng)
             keep = keep[cap_points(len(keep), sp.max_points, rng)]
             points, labels, point_index = points[keep], labels[keep], point_index[keep]
