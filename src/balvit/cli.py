@@ -37,7 +37,10 @@ def cmd_train(args) -> int:
         trainer = Trainer(cfg, args.save_path, info, progress=not args.no_progress)
         metrics = trainer.fit()
         if info.is_main and metrics:
-            print(f"mIoU: {metrics['miou']:.2f}", flush=True)
+            if "miou" in metrics:
+                print(f"mIoU: {metrics['miou']:.2f}", flush=True)
+            else:  # a task with its own validation score (e.g. distillation: minus the loss)
+                print(f"score: {metrics['score']:.4f}", flush=True)
     finally:
         D.cleanup()
     return 0

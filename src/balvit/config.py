@@ -61,6 +61,22 @@ class AugmentConfig:
 
 
 @dataclass
+class PointSamplingConfig:
+    """Point subsets and neighbourhoods for point-based models (WaffleIron; see data/sampling.py).
+
+    Training: one random point per voxel and at most `max_points` random points are kept (the
+    others are dropped from the sample, like a crop). Evaluation keeps every point: the model runs
+    on one point per voxel (`sub_index`) and every original point reads the output of its nearest
+    kept point (`up_index`). `neighbors` > 0 adds the k nearest kept neighbours of each kept point
+    (`knn`). All zero: nothing is added to the sample.
+    """
+
+    voxel_size: float = 0.0  # metres (0: no voxel down-sampling)
+    max_points: int = 0  # training only: cap on points per scan after voxelisation (0: no cap)
+    neighbors: int = 0  # k nearest neighbours per kept point, computed in the loader (0: none)
+
+
+@dataclass
 class DataConfig:
     dataset: Literal["semantickitti", "nuscenes"] = "semantickitti"
     root: str = ""  # set by --data_root
@@ -88,6 +104,7 @@ class DataConfig:
     range: RangeViewConfig = field(default_factory=RangeViewConfig)
     bev: BEVConfig = field(default_factory=BEVConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    sampling: PointSamplingConfig = field(default_factory=PointSamplingConfig)
 
 
 # -------------------------------------------------------------------------------------- model
@@ -126,10 +143,36 @@ class BALViTConfig:
 
 
 @dataclass
+class WaffleIronConfig:
+    """WaffleIron point backbone (Puy et al., ICCV 2023; see models/waffleiron.py). Defaults: WI-48-256
+    of the WaffleIron SemanticKITTI config (one 250 x 250 (x, y) grid over +-50 m: 0.4 m cells)."""
+
+    width: int = 256  # F, channels of every point token
+    depth: int = 48  # L, number of (spatial mix + channel mix) layers
+    # axis removed by the projection of layer l (cycled over the layers): 2 -> (x, y) plane,
+    # 1 -> (x, z), 0 -> (y, z); one grid (rows, cols) per entry
+    projections: list[int] = field(default_factory=lambda: [2])
+    grids: list[list[int]] = field(default_factory=lambda: [[250, 250]])
+    # field of view [[x_min, y_min, z_min], [x_max, y_max, z_max]] (metres) mapped onto the grids;
+    # points outside fall into the border cells
+    fov: list[list[float]] = field(default_factory=lambda: [[-50.0, -50.0, -5.0], [50.0, 50.0, 3.0]])
+    norm: Literal["batch", "layer"] = "batch"  # token norm of every layer (layer norm for wide models)
+    drop_path: float = 0.0  # stochastic depth probability of every residual branch
+    layer_scale: float = 0.1  # initial per-channel scale of every residual branch
+    neighbors: int = 16  # k of the neighbourhood embedding when the batch brings no `knn` (torch.cdist)
+    freeze_backbone: bool = False  # linear probing: only the BN + linear head trains
+    # fine-tuning: lr scale decay^(depth + 1 - layer id) (embedding 0, layer i -> i + 1, head depth + 1);
+    # 0: off
+    layer_decay: float = 0.0
+    grad_checkpoint: bool = False  # recompute each layer in backward to save memory
+
+
+@dataclass
 class ModelConfig:
     name: str = "balvit"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     balvit: BALViTConfig = field(default_factory=BALViTConfig)
+    waffleiron: WaffleIronConfig = field(default_factory=WaffleIronConfig)
 
 
 # ------------------------------------------------------------------------------ optimisation
@@ -159,6 +202,11 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 2000  # steps between validations (0: only at the end)
     save_every: int = 500  # steps between last.pt checkpoints
+    # initialise the model from another run's checkpoint (e.g. a distillation pretraining): every
+    # trainable tensor whose name and shape match is loaded, the rest is reported; a resumed run's
+    # last.pt still wins
+    init_from: str = ""
+    init_exclude: list[str] = field(default_factory=list)  # name prefixes not loaded (e.g. "head.")
 
 
 @dataclass
@@ -168,13 +216,48 @@ class EvalConfig:
 
 
 @dataclass
+class ExtraDataConfig:
+    """Another dataset mixed into the training set (e.g. ScaLR pretraining on nuScenes + KITTI).
+    Augmentation, point sampling, BEV grid, NaN policy and workers come from the `data` section."""
+
+    dataset: Literal["semantickitti", "nuscenes"] = "nuscenes"
+    root: str = ""
+    version: str = "v1.0-trainval"
+    train_split: str = "train"
+    train_sequences: list[str] = field(default_factory=list)
+    split_file: str = ""
+    label_fraction: float = 100.0
+    split_method: Literal["uniform", "random", "scenes"] = "uniform"
+    split_seed: int = 0
+    intensity_scale: float = 1.0
+    range: RangeViewConfig = field(default_factory=RangeViewConfig)
+
+
+@dataclass
+class DistillConfig:
+    """Image-to-LiDAR distillation (ScaLR, Puy et al., CVPR 2024; see tasks/distill.py)."""
+
+    # frozen image teachers; several: their (L2-normalised) pixel features are concatenated
+    teachers: list[BackboneConfig] = field(default_factory=lambda: [BackboneConfig()])
+    feature: Literal["last_block", "final_norm"] = "last_block"  # ScaLR: last block before the norm
+    image_size: list[int] = field(default_factory=lambda: [224, 448])  # (height, width) images are resized to
+    min_depth: float = 1.0  # points closer to the camera than this are not paired
+    head_hidden: int = 0  # hidden width of the 2-layer MLP head of several teachers (0: their total width)
+    extra_datasets: list[ExtraDataConfig] = field(default_factory=list)
+    # keep up to this many teacher feature maps in memory (images are not augmented, so a map is
+    # reused whenever its camera image comes back); 0: off
+    teacher_cache: int = 0
+
+
+@dataclass
 class Config:
-    task: Literal["segmentation"] = "segmentation"
+    task: Literal["segmentation", "distill"] = "segmentation"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -371,3 +454,31 @@ def validate(cfg: Config) -> None:
     t = cfg.train
     if t.steps <= 0 or t.batch_size <= 0 or t.lr <= 0:
         raise ConfigError("train.steps, train.batch_size and train.lr must be positive")
+    _validate_points(cfg)
+
+
+def _validate_points(cfg: Config) -> None:
+    """Point sampling, WaffleIron and distillation checks."""
+    sp = cfg.data.sampling
+    if sp.voxel_size < 0 or sp.max_points < 0 or sp.neighbors < 0:
+        raise ConfigError("data.sampling.voxel_size, max_points and neighbors must be >= 0")
+    w = cfg.model.waffleiron
+    if len(w.projections) != len(w.grids) or not w.projections:
+        raise ConfigError(f"model.waffleiron.projections ({w.projections}) and grids ({w.grids}) need one grid per projection")
+    if any(a not in (0, 1, 2) for a in w.projections):
+        raise ConfigError(f"model.waffleiron.projections are axes 0 (x), 1 (y) or 2 (z), got {w.projections}")
+    if any(len(g) != 2 or min(g) <= 0 for g in w.grids):
+        raise ConfigError(f"model.waffleiron.grids must be [rows, cols] pairs of positive sizes, got {w.grids}")
+    if len(w.fov) != 2 or any(len(f) != 3 for f in w.fov) or any(lo >= hi for lo, hi in zip(*w.fov)):
+        raise ConfigError(f"model.waffleiron.fov must be [[x_min, y_min, z_min], [x_max, y_max, z_max]] with min < max, got {w.fov}")
+    if w.width <= 0 or w.depth <= 0 or w.neighbors <= 0:
+        raise ConfigError("model.waffleiron.width, depth and neighbors must be positive")
+    if not 0 <= w.drop_path < 1 or not 0 <= w.layer_decay <= 1:
+        raise ConfigError("model.waffleiron.drop_path must be in [0, 1) and layer_decay in [0, 1]")
+    if cfg.model.name == "waffleiron" and sp.neighbors and sp.neighbors != w.neighbors:
+        raise ConfigError(f"data.sampling.neighbors ({sp.neighbors}) differs from model.waffleiron.neighbors ({w.neighbors})")
+    d = cfg.distill
+    if len(d.image_size) != 2 or min(d.image_size) <= 0:
+        raise ConfigError(f"distill.image_size must be [height, width], got {d.image_size}")
+    if cfg.task == "distill" and not d.teachers:
+        raise ConfigError("task=distill needs at least one teacher in distill.teachers")

@@ -4,6 +4,7 @@
 - Focal loss (Lin et al., ICCV 2017): FL = -(1 - p_t)^gamma log p_t.
 - Lovasz-softmax (Berman et al., CVPR 2018): the convex Lovasz extension of the Jaccard loss,
   averaged over the classes present in the ground truth.
+- Feature distillation (ScaLR, Puy et al., CVPR 2024): squared distance of L2-normalised features.
 """
 
 from __future__ import annotations
@@ -79,3 +80,19 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, cfg: LossConfi
         terms["lovasz"] = cfg.lovasz_weight * lovasz_softmax(logits, target)
     terms["total"] = sum(terms.values()) if terms else logits.sum() * 0.0
     return terms
+
+
+def cosine_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """ScaLR's image-to-LiDAR distillation loss (Puy et al., CVPR 2024), per paired point p:
+
+        l_p = || s_p / |s_p| - t_p / |t_p| ||^2  (= 2 - 2 cos(s_p, t_p))
+
+    student, teacher (P, D) -> the mean over points (or the sum with reduction="sum"); 0 without points."""
+    if student.shape != teacher.shape:
+        raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} features differ in shape")
+    if len(student) == 0:
+        return student.sum() * 0.0
+    s = F.normalize(student.float(), dim=1)
+    t = F.normalize(teacher.float(), dim=1)
+    per_point = (s - t).pow(2).sum(1)
+    return per_point.sum() if reduction == "sum" else per_point.mean()

@@ -12,6 +12,11 @@ A sample (all torch tensors unless noted):
     frame        str              frame id; index (int) position in the reader
     num_invalid  int              points whose NaN/inf coordinates were zeroed (nan_policy "zero")
     cameras      list[dict]       only with data.cameras: image (3, h, w) uint8, uv (N, 2), valid (N,)
+  with data.sampling (point-based models; see data/sampling.py):
+    sub_index    (M,)   int64     points the model runs on (one per voxel in evaluation; all in training,
+                                  where voxelisation and data.sampling.max_points already dropped points)
+    up_index     (N,)   int64     for every point, its nearest point among sub_index (position in sub_index)
+    knn          (M, k) int64     k nearest neighbours of each sub_index point (positions in sub_index)
 
 Everything is computed once here, in the loader workers, so models only gather with these indices
 and evaluation always happens on the original points.
@@ -30,6 +35,7 @@ from ..errors import DataError
 from .base import ScanDataset
 from .labels import IGNORE
 from .projection import polar_cells, range_image
+from .sampling import cap_points, point_subset, voxel_subsample
 from .transforms import augment_points, crop_start, sample_rng
 
 log = logging.getLogger(__name__)
@@ -109,16 +115,25 @@ class SegmentationDataset(Dataset):
 
         aug = cfg.augment
         c0, cw = 0, cfg.range.width
+        rng = sample_rng(self.seed, epoch, i) if self.train else None
         if self.train and aug.enabled:
-            rng = sample_rng(self.seed, epoch, i)
             points = augment_points(points, rng, aug)
             if aug.crop_width:
                 cw = aug.crop_width
                 c0 = crop_start(cfg.range.width, cw, rng)
+        point_index = np.arange(len(points), dtype=np.int64)
+        sp = cfg.sampling
+        if self.train and (sp.voxel_size > 0 or sp.max_points > 0):  # drop points, like a crop
+            if cw != cfg.range.width:  # crop first, so that the cap counts the points of the crop
+                _, rc, _ = range_image(points, cfg.range.height, cfg.range.width, cfg.range.fov_up, cfg.range.fov_down)
+                keep = (rc[:, 1] >= c0) & (rc[:, 1] < c0 + cw)
+                points, labels, point_index = points[keep], labels[keep], point_index[keep]
+            keep = voxel_subsample(points, sp.voxel_size, rng)
+            keep = keep[cap_points(len(keep), sp.max_points, rng)]
+            points, labels, point_index = points[keep], labels[keep], point_index[keep]
 
         rv = cfg.range
         image, rc, index = range_image(points, rv.height, rv.width, rv.fov_up, rv.fov_down)
-        point_index = np.arange(len(points), dtype=np.int64)
         if cw != rv.width:
             keep = (rc[:, 1] >= c0) & (rc[:, 1] < c0 + cw)
             image, index = image[:, :, c0:c0 + cw], index[:, c0:c0 + cw]
@@ -145,6 +160,9 @@ class SegmentationDataset(Dataset):
             "index": i,
             "num_invalid": n_invalid,
         }
+        if sp.voxel_size > 0 or sp.neighbors > 0:
+            subset = point_subset(points, sp.voxel_size, sp.neighbors, subsample=not self.train)
+            sample.update({k: torch.from_numpy(v) for k, v in subset.items()})
         if cfg.cameras:
             sample["cameras"] = self._cameras(i, points, point_index)
         return sample
@@ -208,21 +226,46 @@ class StreamSampler(Sampler):
 
 
 CONCAT_KEYS = ("points", "labels", "point_index", "rv_rc", "bev_cell")
+# per-sample index tensors whose values are row positions in another per-sample tensor (key -> that
+# tensor): concatenated with the running row offsets, so they index the concatenated batch
+INDEX_KEYS = {"sub_index": "points", "up_index": "sub_index", "knn": "sub_index"}
+
+
+def _stack_padded(tensors: list[torch.Tensor], fill) -> torch.Tensor:
+    """Stack (..., H_i, W_i) tensors into (B, ..., max H, max W), padding bottom / right with `fill`."""
+    h = max(t.shape[-2] for t in tensors)
+    w = max(t.shape[-1] for t in tensors)
+    if all(t.shape[-2:] == (h, w) for t in tensors):
+        return torch.stack(tensors)
+    out = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], h, w), fill)
+    for k, t in enumerate(tensors):
+        out[k, ..., :t.shape[-2], :t.shape[-1]] = t
+    return out
 
 
 def collate(samples: list[dict]) -> dict:
-    """Concatenate per-point tensors (with `batch` ids and `offsets`), stack images."""
+    """Concatenate per-point tensors (with `batch` ids and `offsets`), stack images.
+
+    Range images of different sizes (datasets mixed in one loader) are padded at the bottom / right
+    with empty pixels (all channels 0, including the mask; `rv_index` -1); `rv_rc` stays valid."""
     out: dict = {}
     counts = torch.tensor([len(s["points"]) for s in samples], dtype=torch.long)
     out["offsets"] = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
     out["batch"] = torch.repeat_interleave(torch.arange(len(samples)), counts)
     for key in CONCAT_KEYS:
         out[key] = torch.cat([s[key] for s in samples])
-    widths = {s["rv"].shape[-1] for s in samples}
-    if len(widths) != 1:
-        raise ValueError(f"range images of one batch must share a width, got {sorted(widths)}")
-    out["rv"] = torch.stack([s["rv"] for s in samples])
-    out["rv_index"] = torch.stack([s["rv_index"] for s in samples])
+    for key, ref in INDEX_KEYS.items():
+        if key in samples[0]:
+            if not all(key in s for s in samples):
+                raise ValueError(f"'{key}' is in some samples of the batch but not in others")
+            start = 0
+            parts = []
+            for s in samples:
+                parts.append(s[key] + start)
+                start += len(s[ref])
+            out[key] = torch.cat(parts)
+    out["rv"] = _stack_padded([s["rv"] for s in samples], 0.0)
+    out["rv_index"] = _stack_padded([s["rv_index"] for s in samples], -1)
     out["frame"] = [s["frame"] for s in samples]
     out["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
     out["rv_col0"] = torch.tensor([s["rv_col0"] for s in samples], dtype=torch.long)

@@ -68,3 +68,45 @@ def restore_model(model, state: dict, path: str | Path) -> None:
         raise CheckpointError(f"{path}: holds a {state['model_name']!r} model, the config builds {name!r}")
     check_frozen(model, state, path)
     model.load_trainable_state_dict(state["model"], source=str(path))
+
+
+def init_model_from(model, path: str | Path, exclude: list[str] | tuple[str, ...] = ()) -> dict:
+    """Initialise `model` from another run's checkpoint (e.g. a pretraining): every trainable tensor
+    whose name and shape match is loaded; names starting with an `exclude` prefix are not.
+
+    Returns {"loaded", "excluded", "mismatched", "unexpected", "missing"} (lists of names) and logs a
+    summary; raises CheckpointError when nothing fits or the frozen backbones differ."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    state = load_checkpoint(path)
+    if state.get("frozen") and model.frozen_identities():
+        check_frozen(model, state, path)
+    own = model.trainable_state_dict()
+    report: dict[str, list[str]] = {"loaded": [], "excluded": [], "mismatched": [], "unexpected": [], "missing": []}
+    chosen = {}
+    for key, value in state["model"].items():
+        if any(key.startswith(prefix) for prefix in exclude):
+            report["excluded"].append(key)
+        elif key not in own:
+            report["unexpected"].append(key)
+        elif tuple(own[key].shape) != tuple(value.shape):
+            report["mismatched"].append(f"{key} {tuple(value.shape)} -> {tuple(own[key].shape)}")
+        else:
+            chosen[key] = value
+            report["loaded"].append(key)
+    report["missing"] = sorted(set(own) - set(chosen))
+    if not chosen:
+        raise CheckpointError(
+            f"{path}: none of its {len(state['model'])} tensors fit this model "
+            f"(holds a {state.get('model_name')!r} model; mismatched {report['mismatched'][:3]}, "
+            f"unexpected {report['unexpected'][:3]})")
+    model.load_state_dict(chosen, strict=False)
+    log.info("initialised %d of %d tensors from %s (%s model, step %s); not loaded: %d excluded, %d shape "
+             "mismatches, %d unknown to this model; %d tensors of this model keep their initialisation",
+             len(chosen), len(own), path, state.get("model_name"), state.get("step"), len(report["excluded"]),
+             len(report["mismatched"]), len(report["unexpected"]), len(report["missing"]))
+    for kind in ("mismatched", "unexpected", "missing"):
+        if report[kind]:
+            log.info("  %s: %s%s", kind, ", ".join(report[kind][:8]), " ..." if len(report[kind]) > 8 else "")
+    return report

@@ -34,7 +34,7 @@ from ..io import write_json, write_text
 from ..models import build_model
 from ..tasks import TASKS
 from . import dist as D
-from .checkpoint import load_checkpoint, restore_model, save_checkpoint
+from .checkpoint import init_model_from, load_checkpoint, restore_model, save_checkpoint
 from .log import RunLogger
 from .metrics import ConfusionMatrix, format_table, markdown_table, summarize
 from .optim import build_optimizer, build_scheduler
@@ -144,6 +144,8 @@ class Trainer:
         self.frames_desc = frames_desc
 
         self.model = build_model(cfg, self.labels.num_classes).to(info.device)
+        self.init_report = init_model_from(self.model, cfg.train.init_from, cfg.train.init_exclude) \
+            if cfg.train.init_from else None
         self.task = TASKS[cfg.task].from_config(cfg, self.model, self).to(info.device)
         self.train_set = self.task.train_dataset(self) or SegmentationDataset(
             self.train_reader, cfg.data, train=True, seed=cfg.train.seed)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .balvit import BALViT
 from .base import SegModel
+from .waffleiron import WaffleIron
 
 MODELS: dict[str, type[SegModel]] = {
     "balvit": BALViT,
+    "waffleiron": WaffleIron,
 }
 
 

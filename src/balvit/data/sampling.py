@@ -1,0 +1,72 @@
+"""Point subsets and neighbourhoods for point-based models, computed once in the loader workers.
+
+The preprocessing of WaffleIron (Puy et al., ICCV 2023) and ScaLR (Puy et al., CVPR 2024), written
+for this toolkit's sample dict:
+
+- voxel down-sampling: one point per `voxel_size` cube (0.1 m in both papers), a random one in
+  training, the first one (in scan order) in evaluation;
+- a cap on the points of a training scan (20 000 in both papers), a random subset;
+- k nearest neighbours (k = 16) of every kept point among the kept points, for the neighbourhood
+  embedding (scipy cKDTree);
+- nearest-neighbour up-sampling in evaluation: every original point reads the output of its nearest
+  kept point, so that metrics and predictions are on all original points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+
+def voxel_subsample(xyz: np.ndarray, voxel_size: float, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Indices (M,) (ascending) of one point per occupied voxel: a random point of each voxel when
+    `rng` is given, else the first point of each voxel in scan order."""
+    n = len(xyz)
+    if voxel_size <= 0 or n == 0:
+        return np.arange(n, dtype=np.int64)
+    keys = np.floor(np.asarray(xyz[:, :3], dtype=np.float64) / voxel_size).astype(np.int64)
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    _, first = np.unique(keys[order], axis=0, return_index=True)  # first occurrence in `order`
+    return np.sort(order[first]).astype(np.int64)
+
+
+def cap_points(n: int, max_points: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices (ascending) of at most `max_points` of n points, drawn without replacement."""
+    if max_points <= 0 or n <= max_points:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(rng.choice(n, size=max_points, replace=False)).astype(np.int64)
+
+
+def knn(xyz: np.ndarray, k: int, tree: cKDTree | None = None) -> np.ndarray:
+    """(M, k) int64 indices of the k nearest other points of every point (itself excluded; with
+    fewer than k + 1 points the last neighbour is repeated)."""
+    m = len(xyz)
+    tree = tree if tree is not None else cKDTree(xyz)
+    kk = min(k + 1, m)
+    _, idx = tree.query(xyz, k=kk)
+    idx = np.asarray(idx, dtype=np.int64).reshape(m, kk)
+    idx = idx[:, 1:] if kk > 1 else idx  # the nearest is the point itself (unless duplicated)
+    if idx.shape[1] < k:
+        idx = np.concatenate([idx, np.repeat(idx[:, -1:], k - idx.shape[1], axis=1)], axis=1)
+    return idx
+
+
+def point_subset(xyz: np.ndarray, voxel_size: float, neighbors: int, subsample: bool) -> dict[str, np.ndarray]:
+    """The index tensors of one sample: `sub_index` (M,) kept points, `up_index` (N,) nearest kept
+    point of every point, and `knn` (M, k) (when neighbors > 0) among the kept points.
+
+    `subsample=False` (training, where voxelisation already dropped the other points) keeps all."""
+    n = len(xyz)
+    xyz = np.ascontiguousarray(xyz[:, :3], dtype=np.float64)
+    sub = voxel_subsample(xyz, voxel_size) if subsample else np.arange(n, dtype=np.int64)
+    out = {"sub_index": sub}
+    tree = None
+    if len(sub) == n:
+        out["up_index"] = np.arange(n, dtype=np.int64)
+    else:
+        tree = cKDTree(xyz[sub])
+        _, nearest = tree.query(xyz, k=1)
+        out["up_index"] = np.asarray(nearest, dtype=np.int64)
+    if neighbors > 0:
+        out["knn"] = knn(xyz[sub], neighbors, tree)
+    return out

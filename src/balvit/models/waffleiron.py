@@ -1,0 +1,328 @@
+"""WaffleIron: a point-token backbone that mixes space on 2D planes.
+
+Implements the backbone of "Using a Waffle Iron for Automotive Point Cloud Semantic Segmentation"
+(Puy, Boulch, Marlet; ICCV 2023), as used by ScaLR ("Three Pillars improving Vision Foundation
+Model Distillation for Lidar", Puy et al., CVPR 2024), in pure PyTorch from the papers' description
+and the hyper-parameters of their public configs (no code taken from them):
+
+    point features f = (intensity, x, y, z, radius)                        (M, 5), BN-normalised
+    embedding:   e = W_m [W_p f ; max_k MLP(f_nbr_k - f)]                  (M, F), k = 16 neighbours
+    for layer l = 1..L  (projection p = projections[l mod P], grid H_p x W_p):
+        spatial mix:  t += DropPath(s_l * Gather_p(DW3x3(ReLU(DW3x3(Mean_p(Norm(t)))))))
+        channel mix:  t += DropPath(c_l * W_2 ReLU(W_1 Norm(t)))
+    head:        logits = Linear(BN(t))                                    (M, C), up-sampled to all N points
+
+Mean_p averages the tokens of the points falling into each cell of the 2D grid of projection p
+(a scatter-mean, empty cells 0) and Gather_p reads each point's cell back; DW3x3 is a
+depthwise 3 x 3 convolution; s_l, c_l are per-channel layer scales. Tokens of a batch are
+concatenated (M_1 + M_2 + ...), so no padding is needed: a cell index includes the scan's batch id.
+
+The head is BatchNorm + linear, initialised to zero (ScaLR's downstream head), so that linear probing
+(`freeze_backbone`: only the head trains, the backbone stays in eval mode) and fine-tuning with
+layer-wise learning-rate decay (`lr_scales`) start from the same model. `encode(batch)` gives the
+backbone tokens of the kept points and the up-sampling index, for tasks that need features
+(distillation).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .base import SegModel
+
+IN_FEATURES = 5  # intensity, x, y, z, radius
+
+
+# ------------------------------------------------------------------------------- projections
+
+
+def plane_cells(xyz: torch.Tensor, batch: torch.Tensor, axis: int, grid: tuple[int, int],
+                fov_min: torch.Tensor, fov_max: torch.Tensor) -> torch.Tensor:
+    """Flat cell index (M,) into a (B * H * W) raster of the plane that drops `axis`.
+
+    The two remaining axes (in increasing order) map fov_min..fov_max onto rows 0..H-1 and columns
+    0..W-1; points outside the field of view fall into the border cells."""
+    dims = [d for d in range(3) if d != axis]
+    h, w = grid
+    lo, hi = fov_min[dims], fov_max[dims]
+    size = torch.tensor([h, w], device=xyz.device, dtype=xyz.dtype)
+    q = torch.floor((xyz[:, dims] - lo) / (hi - lo) * size).long()
+    row = q[:, 0].clamp(0, h - 1)
+    col = q[:, 1].clamp(0, w - 1)
+    return (batch * h + row) * w + col
+
+
+def scatter_mean(tokens: torch.Tensor, cells: torch.Tensor, num_cells: int,
+                 inv_count: torch.Tensor | None = None) -> torch.Tensor:
+    """tokens (M, C), cells (M,) -> (num_cells, C): mean of the tokens of each cell, 0 where empty.
+
+    Without `inv_count`: one `torch.scatter_reduce(reduce="mean")`. With `inv_count` (num_cells, 1)
+    = 1 / max(points per cell, 1) (`cell_weights`, computed once per plane and shared by all its
+    layers): a sum by `index_add` times inv_count, the same numbers about 5x faster forward +
+    backward on CPU (measured: 44 ms vs 250 ms for 20 k tokens x 64 channels on 32 k cells)."""
+    if inv_count is None:
+        index = cells[:, None].expand(-1, tokens.shape[1])
+        out = tokens.new_zeros(num_cells, tokens.shape[1])
+        return out.scatter_reduce(0, index, tokens, reduce="mean", include_self=False)
+    total = tokens.new_zeros(num_cells, tokens.shape[1]).index_add(0, cells, tokens)
+    return total * inv_count.to(tokens.dtype)
+
+
+def cell_weights(cells: torch.Tensor, num_cells: int) -> torch.Tensor:
+    """(num_cells, 1) float32: 1 / (points in the cell), 1 for empty cells."""
+    count = torch.zeros(num_cells, dtype=torch.float32, device=cells.device)
+    count.index_add_(0, cells, torch.ones(len(cells), dtype=torch.float32, device=cells.device))
+    return (1.0 / count.clamp_min(1.0))[:, None]
+
+
+def knn_indices(xyz: torch.Tensor, batch: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
+    """(M, k) nearest other points of every point within its own scan (chunked torch.cdist); the
+    fallback when the loader did not compute `knn` (data.sampling.neighbors = 0)."""
+    out = torch.empty(len(xyz), k, dtype=torch.long, device=xyz.device)
+    for b in torch.unique(batch).tolist():
+        idx = torch.nonzero(batch == b).squeeze(1)
+        p = xyz[idx]
+        kk = min(k + 1, len(idx))
+        for s in range(0, len(idx), chunk):
+            d = torch.cdist(p[s:s + chunk], p)  # (c, n)
+            nn_ = d.topk(kk, dim=1, largest=False).indices  # ascending distance, itself first
+            nn_ = nn_[:, 1:] if kk > 1 else nn_
+            if nn_.shape[1] < k:
+                nn_ = torch.cat([nn_, nn_[:, -1:].expand(-1, k - nn_.shape[1])], dim=1)
+            out[idx[s:s + chunk]] = idx[nn_]
+    return out
+
+
+# ----------------------------------------------------------------------------------- layers
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per scan: the residual branch of a whole scan is dropped with probability p
+    (and the kept ones scaled by 1 / (1 - p)) in training."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor, batch: torch.Tensor, batch_size: int) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = (torch.rand(batch_size, device=x.device) >= self.p).to(x.dtype) / (1.0 - self.p)
+        return x * keep[batch][:, None]
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def token_norm(kind: str, width: int) -> nn.Module:
+    return nn.LayerNorm(width) if kind == "layer" else nn.BatchNorm1d(width)
+
+
+class SpatialMix(nn.Module):
+    """t + DropPath(scale * Gather(DW3x3(ReLU(DW3x3(Mean(Norm(t))))))) on one 2D plane."""
+
+    def __init__(self, width: int, grid: tuple[int, int], norm: str, drop_path: float, layer_scale: float):
+        super().__init__()
+        self.grid = tuple(grid)
+        self.norm = token_norm(norm, width)
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1, groups=width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, groups=width)
+        self.scale = nn.Parameter(torch.full((width,), float(layer_scale)))
+        self.drop = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, cells: torch.Tensor, inv_count: torch.Tensor, batch: torch.Tensor,
+                batch_size: int) -> torch.Tensor:
+        h, w = self.grid
+        c = x.shape[1]
+        plane = scatter_mean(self.norm(x), cells, batch_size * h * w, inv_count)  # (B*H*W, C)
+        plane = plane.view(batch_size, h, w, c).permute(0, 3, 1, 2)  # (B, C, H, W), channels-last memory
+        plane = self.conv2(F.relu(self.conv1(plane)))
+        plane = plane.permute(0, 2, 3, 1).reshape(batch_size * h * w, c)
+        return x + self.drop(plane.index_select(0, cells) * self.scale, batch, batch_size)
+
+    def extra_repr(self) -> str:
+        return f"grid={self.grid}"
+
+
+class ChannelMix(nn.Module):
+    """t + DropPath(scale * W2 ReLU(W1 Norm(t))) per point."""
+
+    def __init__(self, width: int, norm: str, drop_path: float, layer_scale: float):
+        super().__init__()
+        self.norm = token_norm(norm, width)
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, width)
+        self.scale = nn.Parameter(torch.full((width,), float(layer_scale)))
+        self.drop = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, batch: torch.Tensor, batch_size: int) -> torch.Tensor:
+        return x + self.drop(self.fc2(F.relu(self.fc1(self.norm(x)))) * self.scale, batch, batch_size)
+
+
+class WaffleLayer(nn.Module):
+    def __init__(self, width: int, grid: tuple[int, int], norm: str, drop_path: float, layer_scale: float):
+        super().__init__()
+        self.spatial = SpatialMix(width, grid, norm, drop_path, layer_scale)
+        self.channel = ChannelMix(width, norm, drop_path, layer_scale)
+
+    def forward(self, x, cells, inv_count, batch, batch_size: int):
+        return self.channel(self.spatial(x, cells, inv_count, batch, batch_size), batch, batch_size)
+
+
+class PointEmbedding(nn.Module):
+    """Per-point features + k-NN neighbourhood branch -> F channels.
+
+    x = BN(f); point = W_p x; nbr = max_k W_b ReLU(BN(W_a BN(x_nbr - x))); out = W_m [point ; nbr]."""
+
+    def __init__(self, cin: int, width: int):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(cin)
+        self.point = nn.Linear(cin, width)
+        self.nbr = nn.Sequential(
+            nn.BatchNorm1d(cin), nn.Linear(cin, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True),
+            nn.Linear(width, width, bias=False),
+        )
+        self.merge = nn.Linear(2 * width, width)
+
+    def forward(self, feat: torch.Tensor, knn: torch.Tensor) -> torch.Tensor:
+        """feat (M, cin), knn (M, k) -> (M, width)."""
+        x = self.norm(feat)
+        m, k = knn.shape
+        rel = (x.index_select(0, knn.reshape(-1)).view(m, k, -1) - x[:, None]).reshape(m * k, -1)  # neighbour - centre
+        nbr = self.nbr(rel).view(m, k, -1).amax(1)
+        return self.merge(torch.cat([self.point(x), nbr], dim=1))
+
+
+# ------------------------------------------------------------------------------------ model
+
+
+class WaffleIron(SegModel):
+    """WaffleIron backbone + BN/linear point head (see the module docstring)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        width: int = 256,
+        depth: int = 48,
+        projections: tuple[int, ...] = (2,),
+        grids: tuple[tuple[int, int], ...] = ((250, 250),),
+        fov: tuple[tuple[float, ...], tuple[float, ...]] = ((-50.0, -50.0, -5.0), (50.0, 50.0, 3.0)),
+        norm: str = "batch",
+        drop_path: float = 0.0,
+        layer_scale: float = 0.1,
+        neighbors: int = 16,
+        freeze_backbone: bool = False,
+        layer_decay: float = 0.0,
+        grad_checkpoint: bool = False,
+    ):
+        super().__init__()
+        if len(projections) != len(grids):
+            raise ValueError("one grid per projection")
+        self.width, self.depth = width, depth
+        self.projections = [int(a) for a in projections]
+        self.grids = [tuple(int(v) for v in g) for g in grids]
+        self.neighbors = neighbors
+        self.freeze_backbone = freeze_backbone
+        self.layer_decay = layer_decay
+        self.grad_checkpoint = grad_checkpoint
+        self.register_buffer("fov_min", torch.tensor(fov[0], dtype=torch.float32), persistent=False)
+        self.register_buffer("fov_max", torch.tensor(fov[1], dtype=torch.float32), persistent=False)
+        self.embed = PointEmbedding(IN_FEATURES, width)
+        self.layers = nn.ModuleList(
+            WaffleLayer(width, self.grids[i % len(self.grids)], norm, drop_path, layer_scale) for i in range(depth)
+        )
+        self.head = nn.Sequential(nn.BatchNorm1d(width), nn.Linear(width, num_classes))
+        nn.init.zeros_(self.head[1].weight)
+        nn.init.zeros_(self.head[1].bias)
+        if freeze_backbone:
+            for module in (self.embed, self.layers):
+                module.requires_grad_(False)
+
+    @classmethod
+    def from_config(cls, cfg, num_classes: int) -> "WaffleIron":
+        w = cfg.model.waffleiron
+        return cls(
+            num_classes, width=w.width, depth=w.depth, projections=tuple(w.projections),
+            grids=tuple(tuple(g) for g in w.grids), fov=(tuple(w.fov[0]), tuple(w.fov[1])), norm=w.norm,
+            drop_path=w.drop_path, layer_scale=w.layer_scale, neighbors=w.neighbors,
+            freeze_backbone=w.freeze_backbone, layer_decay=w.layer_decay, grad_checkpoint=w.grad_checkpoint,
+        )
+
+    @property
+    def feature_dim(self) -> int:
+        return self.width
+
+    def train(self, mode: bool = True) -> "WaffleIron":
+        super().train(mode)
+        if self.freeze_backbone:  # linear probing: backbone statistics stay as pretrained
+            self.embed.eval()
+            self.layers.eval()
+        return self
+
+    # -- optimisation -----------------------------------------------------------------------------
+
+    def layer_id(self, name: str) -> int:
+        """0 for the embedding, i + 1 for layer i, depth + 1 for the head."""
+        if name.startswith("embed."):
+            return 0
+        if name.startswith("layers."):
+            return int(name.split(".")[1]) + 1
+        return self.depth + 1
+
+    def lr_scales(self) -> dict[str, float]:
+        """Layer-wise learning-rate decay: decay^(depth + 1 - layer id) (BEiT's rule, as ScaLR's
+        fine-tuning uses it); empty when layer_decay is 0."""
+        if not self.layer_decay:
+            return {}
+        top = self.depth + 1
+        return {n: self.layer_decay ** (top - self.layer_id(n)) for n, p in self.named_parameters() if p.requires_grad}
+
+    # -- forward ----------------------------------------------------------------------------------
+
+    def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone tokens (M, F) of the kept points and up_index (N,): token of every point of the
+        batch is tokens[up_index]."""
+        points = batch["points"]
+        bid = batch["batch"]
+        n = len(points)
+        sub = batch.get("sub_index")
+        if sub is None:
+            sub = torch.arange(n, device=points.device)
+            up = sub
+        else:
+            up = batch["up_index"]
+        pts = points[sub].float()
+        sbatch = bid[sub]
+        batch_size = len(batch["offsets"]) - 1
+        xyz = pts[:, :3]
+        knn = batch.get("knn")
+        if knn is None:
+            knn = knn_indices(xyz.detach(), sbatch, self.neighbors)
+        feat = torch.cat([pts[:, 3:4], xyz, xyz.norm(dim=1, keepdim=True)], dim=1)  # (M, 5)
+        planes = []
+        for a, g in zip(self.projections, self.grids):
+            cells = plane_cells(xyz, sbatch, a, g, self.fov_min, self.fov_max)
+            planes.append((cells, cell_weights(cells, batch_size * g[0] * g[1])))
+        x = self.embed(feat, knn)
+        for i, layer in enumerate(self.layers):
+            cells, inv_count = planes[i % len(planes)]
+            if self.grad_checkpoint and torch.is_grad_enabled() and x.requires_grad:
+                x = checkpoint(layer, x, cells, inv_count, sbatch, batch_size, use_reentrant=False)
+            else:
+                x = layer(x, cells, inv_count, sbatch, batch_size)
+        return x, up
+
+    def forward(self, batch: dict) -> dict:
+        """batch -> {"logits": (N, C) for every point of the batch}."""
+        tokens, up = self.encode(batch)
+        return {"logits": self.head(tokens)[up]}
+
+    def extra_repr(self) -> str:
+        return (f"width={self.width}, depth={self.depth}, projections={self.projections}, grids={self.grids}, "
+                f"layer_decay={self.layer_decay}, freeze_backbone={self.freeze_backbone}")
+
+
+__all__ = ["WaffleIron", "plane_cells", "scatter_mean", "cell_weights", "knn_indices"]
