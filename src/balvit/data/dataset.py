@@ -114,7 +114,7 @@ class SegmentationDataset(Dataset):
             points = augment_points(points, rng, aug)
             if aug.crop_width:
                 cw = aug.crop_width
-                c0 = crop_start(cfg.range.width, cw, rng)
+                c0 = self.choose_crop(i, epoch, points, rng)
 
         rv = cfg.range
         image, rc, index = range_image(points, rv.height, rv.width, rv.fov_up, rv.fov_down)
@@ -148,6 +148,11 @@ class SegmentationDataset(Dataset):
         if cfg.cameras:
             sample["cameras"] = self._cameras(i, points, point_index)
         return sample
+
+    def choose_crop(self, i: int, epoch: int, points: np.ndarray, rng: np.random.Generator) -> int:
+        """First column of the training crop of frame i (`points`: the augmented scan, before the
+        crop). Default: uniform over the width; a subclass may aim the crop (e.g. at a camera)."""
+        return crop_start(self.cfg.range.width, self.cfg.augment.crop_width, rng)
 
     def _cameras(self, i: int, points: np.ndarray, point_index: np.ndarray) -> list[dict]:
         """Camera images of frame i and the pixel of every point (in the un-augmented frame)."""

@@ -68,3 +68,35 @@ def restore_model(model, state: dict, path: str | Path) -> None:
         raise CheckpointError(f"{path}: holds a {state['model_name']!r} model, the config builds {name!r}")
     check_frozen(model, state, path)
     model.load_trainable_state_dict(state["model"], source=str(path))
+
+
+def init_from_checkpoint(model, path: str | Path) -> dict:
+    """Initialise a new run's model from another run's checkpoint: every tensor of the checkpoint's
+    model state whose name and shape match this model's trainable state is copied; the rest of the
+    model keeps its own initialisation. Frozen modules present in both must be the same weights.
+    Returns {"loaded": [...], "kept": [...], "unused": [...], "mismatched": [...]} (tensor names)."""
+    import logging
+
+    state = load_checkpoint(path)
+    have = model.frozen_identities()
+    for name, ident in (state.get("frozen") or {}).items():
+        if name in have and have[name].get("sha256") != ident.get("sha256"):
+            raise CheckpointError(f"{path}: trained with frozen {name} {ident} but the model now uses {have[name]}")
+    own = model.trainable_state_dict()
+    loaded, mismatched = {}, []
+    for k, v in state["model"].items():
+        if k in own:
+            if tuple(own[k].shape) == tuple(v.shape):
+                loaded[k] = v
+            else:
+                mismatched.append(k)
+    if not loaded:
+        raise CheckpointError(f"{path}: no tensor of this checkpoint fits the model (was it written by another model?)")
+    model.load_state_dict(loaded, strict=False)
+    report = {"loaded": sorted(loaded), "kept": sorted(set(own) - set(loaded)),
+              "unused": sorted(set(state["model"]) - set(own)), "mismatched": sorted(mismatched)}
+    logging.getLogger(__name__).info(
+        "init_from %s (%s, step %s): %d tensors loaded, %d kept their initialisation, %d of the checkpoint unused, "
+        "%d with another shape", path, state.get("model_name"), state.get("step"), len(report["loaded"]),
+        len(report["kept"]), len(report["unused"]), len(report["mismatched"]))
+    return report

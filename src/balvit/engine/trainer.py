@@ -34,7 +34,7 @@ from ..io import write_json, write_text
 from ..models import build_model
 from ..tasks import TASKS
 from . import dist as D
-from .checkpoint import load_checkpoint, restore_model, save_checkpoint
+from .checkpoint import init_from_checkpoint, load_checkpoint, restore_model, save_checkpoint
 from .log import RunLogger
 from .metrics import ConfusionMatrix, format_table, markdown_table, summarize
 from .optim import build_optimizer, build_scheduler
@@ -234,7 +234,8 @@ class Trainer:
             self.save_path.mkdir(parents=True, exist_ok=True)
             write_text(self.save_path / "config.yaml", dump_yaml(cfg))
         D.barrier()
-        self.resume()
+        if not self.resume() and cfg.train.init_from:
+            init_from_checkpoint(self.model, cfg.train.init_from)
         report = self.model.param_report()
         log.info("model %s: trainable %d, frozen %d, total %d parameters", cfg.model.name,
                  report["trainable"], report["frozen"], report["total"])

@@ -5,9 +5,13 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .balvit import BALViT
 from .base import SegModel
+from .multivit import MultiViT
+from .rangevit import RangeViT
 
 MODELS: dict[str, type[SegModel]] = {
     "balvit": BALViT,
+    "rangevit": RangeViT,
+    "multivit": MultiViT,
 }
 
 

@@ -1,6 +1,11 @@
 """Training tasks: each wraps a model and returns {"loss", "logits", "losses"} for one batch."""
 
 from .base import Task
+from .multivit import MultiViTCameraTask, MultiViTJointTask
 from .segmentation import SegmentationTask
 
-TASKS: dict[str, type[Task]] = {"segmentation": SegmentationTask}
+TASKS: dict[str, type[Task]] = {
+    "segmentation": SegmentationTask,
+    "multivit_camera": MultiViTCameraTask,
+    "multivit_joint": MultiViTJointTask,
+}
