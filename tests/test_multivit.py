@@ -97,7 +97,7 @@ def rendered(tmp_path_factory):
 @pytest.mark.parametrize("sam, floor", [("none", 50.0), ("standin", 45.0)])
 def test_pseudo_labels_against_the_renderers_per_pixel_classes(rendered, sam, floor, capsys):
     reader, cam, image, truth = rendered
-    labeller = PseudoLabeller(reader.labels, PseudoLabelConfig(densify_radius=4, sam=sam), build_predictor(
+    labeller = PseudoLabeller(reader.labels, PseudoLabelConfig(densify_radius=2, sam=sam), build_predictor(
         PseudoLabelConfig(sam=sam)))
     out = labeller(reader.load_points(0)[:, :3], reader.load_labels(0), cam, image, reader.load_instances(0))
     assert out.shape == truth.shape and out.dtype == np.uint8

@@ -36,8 +36,8 @@ def cmd_train(args) -> int:
         cfg = _config(args)
         trainer = Trainer(cfg, args.save_path, info, progress=not args.no_progress)
         metrics = trainer.fit()
-        if info.is_main and metrics:
-            print(f"mIoU: {metrics['miou']:.2f}", flush=True)
+        if info.is_main and metrics:  # tasks without a LiDAR mIoU (camera pretraining) report their score
+            print(f"mIoU: {metrics['miou']:.2f}" if "miou" in metrics else f"score: {metrics['score']:.2f}", flush=True)
     finally:
         D.cleanup()
     return 0

@@ -447,7 +447,8 @@ def validate(cfg: Config) -> None:
         ph, pw = r.patch_size
         if rv.height % ph:
             raise ConfigError(f"data.range.height ({rv.height}) must be divisible by model.rangevit.patch_size[0] ({ph})")
-        for w, key in ((aug.crop_width, "data.augment.crop_width"), (r.window, "model.rangevit.window")):
+        for w, key in ((rv.width, "data.range.width"), (aug.crop_width, "data.augment.crop_width"),
+                       (r.window, "model.rangevit.window")):
             if w and w % pw:
                 raise ConfigError(f"{key} ({w}) must be divisible by model.rangevit.patch_size[1] ({pw})")
         if r.window < 0 or r.stride < 0 or (r.window and not 0 < r.stride <= r.window):

@@ -23,7 +23,8 @@ Predictors share one interface, `predict(image (H, W, 3) uint8, boxes (K, 4) xyx
 points: list of (P_k, 2) (u, v) arrays or None) -> masks (K, H, W) bool`:
   - `SamBoxPredictor`: a `transformers` SamModel (local weights, or a small random one in tests);
   - `HullPredictor`: the stand-in used when no SAM weights exist: the convex hull of the
-    instance's projected points inside its box (the whole box without points).
+    instance's projected points inside its box (the whole box without points), limited to pixels
+    whose colour matches the colour under one of the points.
 """
 
 from __future__ import annotations
@@ -138,18 +139,26 @@ def box_corners(xyz: np.ndarray) -> np.ndarray:
     return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
 
 
-def project_box(corners: np.ndarray, cam) -> np.ndarray | None:
-    """(8, 3) lidar-frame corners -> unclipped 2D box (u0, v0, u1, v1) in pixel coordinates, or None
-    when the box is entirely behind the camera. Corners behind the image plane are moved onto a
-    plane just in front of the camera (the box then reaches the image border, as it should)."""
+def project_box(corners: np.ndarray, cam, near: float = 1.0) -> np.ndarray | None:
+    """(8, 3) lidar-frame corners (as `box_corners` orders them) -> unclipped 2D box (u0, v0, u1, v1)
+    in pixel coordinates of the part of the box at least `near` metres in front of the camera (the
+    box's edges are cut at that plane), or None when no part of it is."""
     T = np.asarray(cam.T_cam_lidar, dtype=np.float64)
     K = np.asarray(cam.K, dtype=np.float64)
-    p = corners @ T[:3, :3].T + T[:3, 3]
-    if (p[:, 2] <= 0.1).all():
+    p = corners @ T[:3, :3].T + T[:3, 3]  # (8, 3) camera frame
+    front = p[:, 2] >= near
+    if not front.any():
         return None
-    p[:, 2] = np.maximum(p[:, 2], 0.1)
-    uvw = p @ K.T
-    u, v = uvw[:, 0] / uvw[:, 2], uvw[:, 1] / uvw[:, 2]
+    pts = [p[front]]
+    for a in range(8):
+        for bit in (1, 2, 4):  # the 12 edges join corners whose indices differ in one bit
+            b = a | bit
+            if b == a or front[a] == front[b]:
+                continue
+            t = (near - p[a, 2]) / (p[b, 2] - p[a, 2])
+            pts.append((p[a] + t * (p[b] - p[a]))[None])
+    q = np.concatenate(pts) @ K.T
+    u, v = q[:, 0] / q[:, 2], q[:, 1] / q[:, 2]
     return np.array([u.min(), v.min(), u.max(), v.max()])
 
 
@@ -197,15 +206,29 @@ def _hull_mask(points: np.ndarray, h: int, w: int, box: np.ndarray) -> np.ndarra
 
 class HullPredictor:
     """Stand-in for SAM with the same interface: the convex hull of the instance's projected points
-    inside its box (the box when fewer than 3 points are given)."""
+    inside its box (the box when fewer than 3 points are given), keeping only pixels whose colour
+    lies within `colour_tol` (RGB units) of the colour under one of the prompt points (up to 64 of
+    them), a crude appearance cue in place of SAM's; colour_tol <= 0 keeps the whole hull."""
 
     name = "standin-hull"
+
+    def __init__(self, colour_tol: float = 20.0, max_colours: int = 64):
+        self.colour_tol = float(colour_tol)
+        self.max_colours = int(max_colours)
 
     def predict(self, image: np.ndarray, boxes: np.ndarray, points: list[np.ndarray] | None = None) -> np.ndarray:
         h, w = image.shape[:2]
         masks = np.zeros((len(boxes), h, w), dtype=bool)
         for k, box in enumerate(boxes):
-            masks[k] = _hull_mask(None if points is None else points[k], h, w, _clip_box(box, w, h))
+            pts = None if points is None else points[k]
+            masks[k] = _hull_mask(pts, h, w, _clip_box(box, w, h))
+            if self.colour_tol > 0 and pts is not None and len(pts) >= 3:
+                px = pixel_index(pts[np.linspace(0, len(pts) - 1, min(len(pts), self.max_colours)).astype(int)])
+                colours = image[px[:, 1].clip(0, h - 1), px[:, 0].clip(0, w - 1)].astype(np.float32)  # (P, 3)
+                rr, cc = np.nonzero(masks[k])
+                dist = np.linalg.norm(image[rr, cc].astype(np.float32)[:, None, :] - colours[None], axis=-1).min(1)
+                far = dist > self.colour_tol
+                masks[k][rr[far], cc[far]] = False
         return masks
 
 
@@ -320,6 +343,9 @@ class PseudoLabeller:
         boxes = []
         for members, cls in instance_clusters(xyz, labels, self.thing_ids, instances, cfg.cluster_radius,
                                               cfg.min_cluster_points):
+            seen = members[valid[members]]
+            if len(seen) == 0:  # not in this image (behind the camera, outside its view, or occluded)
+                continue
             box = project_box(box_corners(xyz[members]), cam)
             if box is None:
                 continue
@@ -327,7 +353,6 @@ class PseudoLabeller:
             inside = _box_area(clipped) / max(_box_area(box), 1e-9)
             if _box_area(clipped) <= 0:
                 continue
-            seen = members[valid[members]]
             boxes.append({
                 "box": box, "clipped": clipped, "cls": cls, "inside": inside,
                 "depth": float(np.median(depth[members])), "points": uv[seen],
