@@ -168,11 +168,49 @@ class WaffleIronConfig:
 
 
 @dataclass
+class RangeViTConfig:
+    """RangeViT (Ando et al., CVPR 2023): conv stem + *trainable* ViT (initialised from
+    model.backbone.weights) + up-conv decoder + KPConv 3D refiner (see models/rangevit.py)."""
+
+    patch_size: list[int] = field(default_factory=lambda: [2, 8])  # (rows, cols) per token
+    in_channels: int = 5  # 5: range, x, y, z, intensity; 6: + the occupancy mask channel
+    stem_channels: int = 32  # width of the SalsaNext-style residual context blocks
+    stem_blocks: int = 3  # residual context blocks at full resolution
+    hidden_channels: int = 128  # stem output = skip width (RangeViT's D_h)
+    decoder_channels: int = 128  # up-conv decoder width
+    # sliding-window inference (eval mode): window and stride in columns; 0 = the whole width at once
+    window: int = 384
+    stride: int = 256
+    refiner: Literal["kpconv", "linear"] = "kpconv"  # linear: per-point linear layer instead of KPConv
+    refiner_channels: int = 128
+    knn: int = 7  # neighbours of the KPConv refiner (the point itself included)
+    kernel_points: int = 15
+    kernel_radius: float = 0.6  # metres
+    kernel_extent: float = 1.2  # influence distance of a kernel point, metres
+    knn_backend: Literal["auto", "kdtree", "torch"] = "auto"
+    point_sampling: Literal["bilinear", "nearest"] = "bilinear"  # per-point read of the 2D feature map
+    vit_lr_scale: float = 1.0  # learning-rate factor of the ViT's parameters
+
+
+@dataclass
+class MultiViTConfig:
+    """MultiViT's camera branch (CameraViT): conv stem with 8 x 8 patches into the SAME ViT as the
+    LiDAR branch, its own decoder and per-pixel head (classes + background)."""
+
+    camera_patch: int = 8  # pixels per token side
+    camera_stem_channels: int = 32
+    camera_decoder_channels: int = 128  # = model.rangevit.decoder_channels for the contrastive loss
+    image_size: list[int] = field(default_factory=lambda: [160, 512])  # (h, w) camera inputs are resized to
+
+
+@dataclass
 class ModelConfig:
     name: str = "balvit"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     balvit: BALViTConfig = field(default_factory=BALViTConfig)
     waffleiron: WaffleIronConfig = field(default_factory=WaffleIronConfig)
+    rangevit: RangeViTConfig = field(default_factory=RangeViTConfig)
+    multivit: MultiViTConfig = field(default_factory=MultiViTConfig)
 
 
 # ------------------------------------------------------------------------------ optimisation
@@ -250,14 +288,45 @@ class DistillConfig:
 
 
 @dataclass
+class PseudoLabelConfig:
+    """Camera pseudo-labels from labelled LiDAR points (data/pseudo_labels.py)."""
+
+    densify_radius: int = 4  # pixels: a pixel takes the label of the closest point within this radius
+    # box prompts for thing instances: none | standin (convex hull of the instance's projected points)
+    # | sam:<local HF SAM directory or hf:<id> in the local cache>
+    sam: str = "standin"
+    thing_classes: list[str] = field(default_factory=list)  # empty: the dataset's thing classes
+    cluster_radius: float = 0.5  # metres: thing points closer than this join one instance cluster
+    min_cluster_points: int = 10
+    max_occlusion: float = 0.6  # a box more than this fraction covered by nearer boxes is dropped
+    min_inside: float = 0.5  # a box with less than this fraction inside the image becomes ignore
+    cache_dir: str = ""  # store / reuse pseudo-label images here (useful with SAM)
+
+
+@dataclass
+class CameraTaskConfig:
+    """MultiViT training modes (tasks/multivit.py)."""
+
+    camera_weight: float = 1.0  # weight of the camera loss (joint training)
+    lidar_weight: float = 1.0  # weight of the LiDAR loss (joint training)
+    contrastive: Literal["none", "pull", "pull_push"] = "none"  # class-mean feature alignment
+    contrastive_weight: float = 0.1
+    temperature: float = 0.1  # of the pull_push (InfoNCE) form
+    align_crops: bool = True  # joint: the range-image crop overlaps the chosen camera image
+    val_cameras: int = 0  # cameras per validation frame for the camera mIoU (0: all)
+
+
+@dataclass
 class Config:
-    task: Literal["segmentation", "distill"] = "segmentation"
+    task: Literal["segmentation", "distill", "multivit_camera", "multivit_joint"] = "segmentation"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    camera_task: CameraTaskConfig = field(default_factory=CameraTaskConfig)
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -451,6 +520,35 @@ def validate(cfg: Config) -> None:
                 raise ConfigError(f"{key} ({w}) must be divisible by model.balvit.patch_size[1] ({pw})")
         if b.interaction_groups <= 0:
             raise ConfigError("model.balvit.interaction_groups must be positive")
+    if cfg.model.name in ("rangevit", "multivit"):
+        r = cfg.model.rangevit
+        if len(r.patch_size) != 2 or min(r.patch_size) <= 0:
+            raise ConfigError(f"model.rangevit.patch_size must be [rows, cols], got {r.patch_size}")
+        ph, pw = r.patch_size
+        if rv.height % ph:
+            raise ConfigError(f"data.range.height ({rv.height}) must be divisible by model.rangevit.patch_size[0] ({ph})")
+        for w, key in ((rv.width, "data.range.width"), (aug.crop_width, "data.augment.crop_width"),
+                       (r.window, "model.rangevit.window")):
+            if w and w % pw:
+                raise ConfigError(f"{key} ({w}) must be divisible by model.rangevit.patch_size[1] ({pw})")
+        if r.window < 0 or r.stride < 0 or (r.window and not 0 < r.stride <= r.window):
+            raise ConfigError(f"model.rangevit.stride ({r.stride}) must be in 1..model.rangevit.window ({r.window})")
+        if r.in_channels not in (5, 6):
+            raise ConfigError(f"model.rangevit.in_channels must be 5 or 6, got {r.in_channels}")
+        if r.knn < 1 or r.kernel_points < 1:
+            raise ConfigError("model.rangevit.knn and model.rangevit.kernel_points must be positive")
+    if cfg.model.name == "multivit":
+        m = cfg.model.multivit
+        if len(m.image_size) != 2 or min(m.image_size) <= 0 or m.camera_patch <= 0:
+            raise ConfigError(f"model.multivit.image_size must be [h, w] > 0, got {m.image_size}")
+        if m.camera_patch % 2 or any(v % m.camera_patch for v in m.image_size):
+            raise ConfigError(f"model.multivit.image_size {m.image_size} must be divisible by camera_patch "
+                              f"({m.camera_patch}, an even number)")
+    if cfg.task.startswith("multivit"):
+        if cfg.model.name != "multivit":
+            raise ConfigError(f"task {cfg.task} needs model.name=multivit, got {cfg.model.name!r}")
+        if not cfg.data.cameras:
+            raise ConfigError(f"task {cfg.task} needs camera images: set data.cameras=true")
     t = cfg.train
     if t.steps <= 0 or t.batch_size <= 0 or t.lr <= 0:
         raise ConfigError("train.steps, train.batch_size and train.lr must be positive")

@@ -5,6 +5,11 @@
 - Lovasz-softmax (Berman et al., CVPR 2018): the convex Lovasz extension of the Jaccard loss,
   averaged over the classes present in the ground truth.
 - Feature distillation (ScaLR, Puy et al., CVPR 2024): squared distance of L2-normalised features.
+- Class-mean feature alignment between two modalities (supervised contrastive, Khosla et al.,
+  NeurIPS 2020, applied to per-class mean features as in MultiViT): "pull" = 1 - cos between the
+  two modalities' means of each shared class; "pull_push" = InfoNCE over the shared classes (a
+  class's mean in one modality is the positive of the same class in the other, the other classes'
+  means are negatives), symmetrised.
 """
 
 from __future__ import annotations
@@ -96,3 +101,32 @@ def cosine_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, reduc
     t = F.normalize(teacher.float(), dim=1)
     per_point = (s - t).pow(2).sum(1)
     return per_point.sum() if reduction == "sum" else per_point.mean()
+def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """features (N, D), labels (N,) (values outside 0..C-1 ignored) -> means (C, D), present (C,) bool."""
+    keep = (labels >= 0) & (labels < num_classes)
+    f, lab = features[keep].float(), labels[keep].long()
+    sums = f.new_zeros(num_classes, f.shape[1]).index_add(0, lab, f)
+    counts = torch.bincount(lab, minlength=num_classes).to(f.dtype)
+    return sums / counts.clamp_min(1)[:, None], counts > 0
+
+
+def class_mean_contrastive(a: torch.Tensor, a_present: torch.Tensor, b: torch.Tensor, b_present: torch.Tensor,
+                           mode: str = "pull", temperature: float = 0.1) -> torch.Tensor:
+    """Alignment of per-class mean features a (C, D) and b (C, D) over the classes present in both.
+
+    pull:      mean_c (1 - cos(a_c, b_c))
+    pull_push: (CE(cos(a, b)^T / t, diag) + CE(cos(b, a)^T / t, diag)) / 2 over the shared classes
+    Returns 0 (with a graph) when no class is shared (or, for pull_push, fewer than 2)."""
+    shared = a_present & b_present
+    za = F.normalize(a[shared], dim=1)
+    zb = F.normalize(b[shared], dim=1)
+    k = int(shared.sum())
+    if k == 0 or (mode == "pull_push" and k < 2):
+        return (a.sum() + b.sum()) * 0.0
+    if mode == "pull":
+        return (1.0 - (za * zb).sum(1)).mean()
+    if mode == "pull_push":
+        sim = za @ zb.T / temperature  # (k, k)
+        target = torch.arange(k, device=sim.device)
+        return 0.5 * (F.cross_entropy(sim, target) + F.cross_entropy(sim.T, target))
+    raise ValueError(f"unknown contrastive mode {mode!r}")

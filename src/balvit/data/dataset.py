@@ -120,7 +120,7 @@ class SegmentationDataset(Dataset):
             points = augment_points(points, rng, aug)
             if aug.crop_width:
                 cw = aug.crop_width
-                c0 = crop_start(cfg.range.width, cw, rng)
+                c0 = self.choose_crop(i, epoch, points, rng)
         point_index = np.arange(len(points), dtype=np.int64)
         sp = cfg.sampling
         if self.train and (sp.voxel_size > 0 or sp.max_points > 0):  # drop points, like a crop
@@ -166,6 +166,11 @@ class SegmentationDataset(Dataset):
         if cfg.cameras:
             sample["cameras"] = self._cameras(i, points, point_index)
         return sample
+
+    def choose_crop(self, i: int, epoch: int, points: np.ndarray, rng: np.random.Generator) -> int:
+        """First column of the training crop of frame i (`points`: the augmented scan, before the
+        crop). Default: uniform over the width; a subclass may aim the crop (e.g. at a camera)."""
+        return crop_start(self.cfg.range.width, self.cfg.augment.crop_width, rng)
 
     def _cameras(self, i: int, points: np.ndarray, point_index: np.ndarray) -> list[dict]:
         """Camera images of frame i and the pixel of every point (in the un-augmented frame)."""

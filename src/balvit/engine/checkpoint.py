@@ -80,8 +80,10 @@ def init_model_from(model, path: str | Path, exclude: list[str] | tuple[str, ...
 
     log = logging.getLogger(__name__)
     state = load_checkpoint(path)
-    if state.get("frozen") and model.frozen_identities():
-        check_frozen(model, state, path)
+    have = model.frozen_identities()  # frozen modules present in both must be the same weights
+    for name, ident in (state.get("frozen") or {}).items():
+        if name in have and have[name].get("sha256") != ident.get("sha256"):
+            raise CheckpointError(f"{path}: trained with frozen {name} {ident} but the model now uses {have[name]}")
     own = model.trainable_state_dict()
     report: dict[str, list[str]] = {"loaded": [], "excluded": [], "mismatched": [], "unexpected": [], "missing": []}
     chosen = {}

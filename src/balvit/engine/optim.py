@@ -14,7 +14,8 @@ import torch.nn as nn
 
 from ..config import TrainConfig
 
-NO_DECAY_HINTS = ("norm", "bias", "gamma", "level_embed", "pos_embed", "cls_token", "bn")
+NO_DECAY_HINTS = ("norm", "bias", "gamma", "level_embed", "pos_embed", "position_embeddings", "cls_token",
+                  "register_tokens", "bn")
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:

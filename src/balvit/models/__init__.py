@@ -5,10 +5,14 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .balvit import BALViT
 from .base import SegModel
+from .multivit import MultiViT
+from .rangevit import RangeViT
 from .waffleiron import WaffleIron
 
 MODELS: dict[str, type[SegModel]] = {
     "balvit": BALViT,
+    "rangevit": RangeViT,
+    "multivit": MultiViT,
     "waffleiron": WaffleIron,
 }
 

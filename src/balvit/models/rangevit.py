@@ -1,0 +1,248 @@
+"""RangeViT: a fine-tuned image ViT on LiDAR range images, with a KPConv 3D refiner.
+
+Implements "RangeViT: Towards Vision Transformers for 3D Semantic Segmentation in Autonomous
+Driving" (Ando, Gidaris, Bursuc, Puy, Boulch, Marlet; CVPR 2023) from the paper's description
+(facts such as the patch size, widths, crop / window sizes and the KPConv settings are those of the
+paper and its public configs):
+
+    range image (5 or 6, H, W)
+      -> conv stem: SalsaNext residual context blocks at full resolution -> skip (B, Dh, H, W)
+      -> average pooling (kernel patch + 1, stride patch) -> 1x1 conv -> tokens (B, D, H/ph, W/pw)
+      -> + the ViT's position embedding resized to the token grid
+      -> ViT blocks (TRAINABLE, initialised from model.backbone.weights, or random) -> final norm
+      -> decoder: 1x1 conv + pixel shuffle to full resolution, concat the skip, 3x3 and 1x1
+         conv + BN + LeakyReLU -> 2D features (B, Cd, H, W)
+    every point: its 2D feature read bilinearly at its exact range-image position
+      -> KPConv over its k = 7 nearest neighbours (15 kernel points) -> BN -> ReLU -> linear head.
+
+Training runs on random width crops (data.augment.crop_width, e.g. 64 x 384); in eval mode the
+2D part runs as a sliding window over the full width (model.rangevit.window / stride) and the
+feature maps of overlapping windows are averaged before the per-point refiner.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import SegModel
+from .foundation import FrozenViT, build_foundation
+from .heads import ConvBNAct, ResContextBlock, patch_unshuffle
+from .kpconv import KPConv, knn_indices
+from .ops import gather_grid
+
+
+class ConvStem(nn.Module):
+    """Residual context blocks at full resolution, then overlapping average pooling to the token
+    grid and a 1x1 conv to the ViT width: (B, Cin, H, W) -> skip (B, Dh, H, W), tokens (B, D, H/ph, W/pw)."""
+
+    def __init__(self, in_channels: int, channels: int, blocks: int, hidden: int, patch: tuple[int, int], dim: int):
+        super().__init__()
+        layers = [ResContextBlock(in_channels, channels)]
+        layers += [ResContextBlock(channels, channels) for _ in range(blocks - 1)]
+        layers.append(ResContextBlock(channels, hidden))
+        self.blocks = nn.Sequential(*layers)
+        ph, pw = patch
+        if ph % 2 == 0 and pw % 2 == 0:  # RangeViT: kernel patch + 1, padding patch / 2
+            self.pool = nn.AvgPool2d((ph + 1, pw + 1), stride=(ph, pw), padding=(ph // 2, pw // 2),
+                                     count_include_pad=False)
+        else:
+            self.pool = nn.AvgPool2d((ph, pw), stride=(ph, pw))
+        self.proj = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        skip = self.blocks(x)
+        return skip, self.proj(self.pool(skip))
+
+
+class UpConvDecoder(nn.Module):
+    """Tokens (B, D, h, w) -> 1x1 conv + pixel shuffle by the patch -> concat skip -> 3x3 and 1x1
+    ConvBNAct: (B, C, h*ph, w*pw)."""
+
+    def __init__(self, dim: int, skip_channels: int, channels: int, patch: tuple[int, int]):
+        super().__init__()
+        self.patch = patch
+        self.up = nn.Conv2d(dim, channels * patch[0] * patch[1], 1)
+        self.conv = nn.Sequential(ConvBNAct(channels + skip_channels, channels, k=3), ConvBNAct(channels, channels, k=1))
+
+    def forward(self, tokens: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = patch_unshuffle(self.up(tokens), *self.patch)
+        return self.conv(torch.cat([x, skip], dim=1))
+
+
+def sliding_windows(width: int, window: int, stride: int) -> list[int]:
+    """Start columns of windows of `window` columns every `stride` columns covering 0..width-1
+    (the last window ends at the right border). window <= 0 or >= width: one window at 0."""
+    if window <= 0 or window >= width:
+        return [0]
+    starts = list(range(0, width - window + 1, stride))
+    if starts[-1] != width - window:
+        starts.append(width - window)
+    return starts
+
+
+class RangeViT(SegModel):
+    frozen_modules = ()  # the ViT is fine-tuned: its weights are part of every checkpoint
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: FrozenViT,
+        *,
+        patch_size: tuple[int, int] = (2, 8),
+        in_channels: int = 5,
+        stem_channels: int = 32,
+        stem_blocks: int = 3,
+        hidden_channels: int = 128,
+        decoder_channels: int = 128,
+        window: int = 384,
+        stride: int = 256,
+        refiner: str = "kpconv",
+        refiner_channels: int = 128,
+        knn: int = 7,
+        kernel_points: int = 15,
+        kernel_radius: float = 0.6,
+        kernel_extent: float = 1.2,
+        knn_backend: str = "auto",
+        point_sampling: str = "bilinear",
+        vit_lr_scale: float = 1.0,
+        range_height: int = 64,
+        range_width: int = 2048,
+        fov: tuple[float, float] = (3.0, -25.0),
+    ):
+        super().__init__()
+        if not backbone.trainable:
+            raise ValueError("RangeViT fine-tunes its ViT: build the backbone with trainable=True")
+        for p in backbone.unused_for_tokens():  # the conv stem replaces the ViT's patch embedding
+            p.requires_grad_(False)
+        self.backbone = backbone
+        dim = backbone.width
+        self.num_classes = num_classes
+        self.patch = (int(patch_size[0]), int(patch_size[1]))
+        self.in_channels = in_channels
+        self.window, self.stride = int(window), int(stride)
+        self.knn, self.knn_backend = int(knn), knn_backend
+        self.point_sampling = point_sampling
+        self.vit_lr_scale = float(vit_lr_scale)
+        self.range_height, self.range_width = range_height, range_width
+        self.fov_up, self.fov_down = math.radians(fov[0]), math.radians(fov[1])
+
+        self.stem = ConvStem(in_channels, stem_channels, stem_blocks, hidden_channels, self.patch, dim)
+        self.decoder = UpConvDecoder(dim, hidden_channels, decoder_channels, self.patch)
+        self.refiner_kind = refiner
+        if refiner == "kpconv":
+            self.refiner = KPConv(decoder_channels, refiner_channels, kernel_points, kernel_radius, kernel_extent)
+        elif refiner == "linear":
+            self.refiner = nn.Linear(decoder_channels, refiner_channels, bias=False)
+        else:
+            raise ValueError(f"unknown refiner {refiner!r}")
+        self.refiner_bn = nn.BatchNorm1d(refiner_channels)
+        self.head = nn.Linear(refiner_channels, num_classes)
+
+    @classmethod
+    def from_config(cls, cfg, num_classes: int) -> "RangeViT":
+        return cls(num_classes, build_foundation(cfg.model.backbone, trainable=True), **cls.config_kwargs(cfg))
+
+    @staticmethod
+    def config_kwargs(cfg) -> dict:
+        r, rv = cfg.model.rangevit, cfg.data.range
+        return dict(
+            patch_size=tuple(r.patch_size), in_channels=r.in_channels, stem_channels=r.stem_channels,
+            stem_blocks=r.stem_blocks, hidden_channels=r.hidden_channels, decoder_channels=r.decoder_channels,
+            window=r.window, stride=r.stride, refiner=r.refiner, refiner_channels=r.refiner_channels, knn=r.knn,
+            kernel_points=r.kernel_points, kernel_radius=r.kernel_radius, kernel_extent=r.kernel_extent,
+            knn_backend=r.knn_backend, point_sampling=r.point_sampling, vit_lr_scale=r.vit_lr_scale,
+            range_height=rv.height, range_width=rv.width, fov=(rv.fov_up, rv.fov_down),
+        )
+
+    def lr_scales(self) -> dict[str, float]:
+        """Per-parameter learning-rate factors (the optimizer groups them): the ViT's."""
+        if self.vit_lr_scale == 1.0:
+            return {}
+        return {f"backbone.{n}": self.vit_lr_scale for n, p in self.backbone.named_parameters() if p.requires_grad}
+
+    # ------------------------------------------------------------------------------ 2D part
+
+    def run_vit(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token map (B, D, h, w) + resized position embedding -> ViT blocks -> final norm
+        -> (B, D, h, w) (prefix tokens dropped)."""
+        b, d, h, w = tokens.shape
+        x = tokens.flatten(2).transpose(1, 2)  # (B, h*w, D)
+        pos = self.backbone.grid_pos_embed(h, w)
+        if pos is not None:
+            x = x + pos.to(x.dtype)
+        prefix = self.backbone.prefix_tokens(b).to(x.dtype)
+        x = torch.cat([prefix, x], dim=1)
+        x = self.backbone.final_norm(self.backbone.run_blocks(x, 0, self.backbone.depth, (h, w)))
+        return x[:, prefix.shape[1]:].transpose(1, 2).reshape(b, d, h, w)
+
+    def features_2d(self, rv: torch.Tensor) -> torch.Tensor:
+        """(B, 5 or 6, H, W) normalised range image (crop) -> decoder features (B, Cd, H, W)."""
+        skip, tokens = self.stem(rv[:, :self.in_channels])
+        return self.decoder(self.run_vit(tokens), skip)
+
+    def sliding_features(self, rv: torch.Tensor) -> torch.Tensor:
+        """Eval mode: `features_2d` on windows of `window` columns every `stride` columns, the
+        overlapping feature maps averaged: (B, C, H, W) -> (B, Cd, H, W)."""
+        b, _, h, width = rv.shape
+        starts = sliding_windows(width, self.window, self.stride)
+        if len(starts) == 1:
+            return self.features_2d(rv)
+        win = self.window
+        crops = torch.cat([rv[..., s:s + win] for s in starts])  # (nW * B, C, H, win), window-major
+        feats = self.features_2d(crops).view(len(starts), b, -1, h, win)
+        total = feats.new_zeros(b, feats.shape[2], h, width)
+        count = feats.new_zeros(1, 1, 1, width)
+        for k, s in enumerate(starts):
+            total[..., s:s + win] += feats[k]
+            count[..., s:s + win] += 1
+        return total / count
+
+    # ------------------------------------------------------------------------------ 3D part
+
+    def point_features(self, feat: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Per-point read of the 2D map (B, C, H, W) of the (cropped) range image -> (N, C).
+
+        bilinear: at the point's continuous spherical coordinates (as the projection computes
+        them, minus the crop's first column); nearest: at its integer pixel `rv_rc`."""
+        if self.point_sampling == "nearest":
+            return gather_grid(feat, batch["batch"], batch["rv_rc"][:, 0], batch["rv_rc"][:, 1])
+        points, offsets = batch["points"], batch["offsets"]
+        b, c, h, w = feat.shape
+        col0 = batch.get("rv_col0")
+        x, y, z = points[:, 0], points[:, 1], points[:, 2]
+        yaw = torch.atan2(y, x)
+        pitch = torch.atan2(z, torch.hypot(x, y))
+        col = (0.5 - yaw / (2 * math.pi)) * self.range_width  # full-image column, continuous
+        if col0 is not None:
+            col = col - col0.to(col.dtype)[batch["batch"]]
+        row = (self.fov_up - pitch) / (self.fov_up - self.fov_down) * self.range_height
+        grid = torch.stack([col / w * 2 - 1, row / h * 2 - 1], dim=1).to(feat.dtype)  # align_corners=False
+        out = []
+        for k, (s, e) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
+            g = grid[s:e].view(1, 1, e - s, 2)
+            out.append(F.grid_sample(feat[k:k + 1], g, mode="bilinear", padding_mode="border",
+                                     align_corners=False)[0, :, 0].T)
+        return torch.cat(out) if out else feat.new_zeros(0, c)
+
+    def refine(self, pfeat: torch.Tensor, batch: dict) -> torch.Tensor:
+        """(N, Cd) point features -> KPConv over the k nearest neighbours (or linear) -> BN -> ReLU (N, Cr)."""
+        if self.refiner_kind == "kpconv":
+            nb = knn_indices(batch["points"], batch["offsets"], self.knn, self.knn_backend)
+            x = self.refiner(batch["points"][:, :3], pfeat, nb)
+        else:
+            x = self.refiner(pfeat)
+        return F.relu(self.refiner_bn(x))
+
+    def forward(self, batch: dict) -> dict:
+        """batch (data/dataset.py) -> {"logits": (N, C), "point_features": (N, Cd) decoder features}.
+
+        Training: one pass over the (cropped) range image. Eval: sliding window over the width."""
+        rv = batch["rv"]
+        feat = self.features_2d(rv) if self.training else self.sliding_features(rv)
+        pfeat = self.point_features(feat, batch)
+        logits = self.head(self.refine(pfeat, batch))
+        return {"logits": logits, "point_features": pfeat}
