@@ -4,6 +4,8 @@
 - Focal loss (Lin et al., ICCV 2017): FL = -(1 - p_t)^gamma log p_t.
 - Lovasz-softmax (Berman et al., CVPR 2018): the convex Lovasz extension of the Jaccard loss,
   averaged over the classes present in the ground truth.
+- Logit distillation (Hinton et al., 2015): KL(teacher || student) of temperature-softened class
+  distributions (used per student stage by ELiTe / 2DPASS).
 """
 
 from __future__ import annotations
@@ -79,3 +81,15 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, cfg: LossConfi
         terms["lovasz"] = cfg.lovasz_weight * lovasz_softmax(logits, target)
     terms["total"] = sum(terms.values()) if terms else logits.sum() * 0.0
     return terms
+
+
+def kl_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """student, teacher (N, C) logits -> T^2 * mean over points of KL(softmax(t / T) || softmax(s / T)),
+    summed over classes; the teacher is detached; 0 for N = 0."""
+    if student.shape[0] == 0:
+        return student.sum() * 0.0
+    t = float(temperature)
+    log_p_s = F.log_softmax(student.float() / t, dim=1)
+    log_p_t = F.log_softmax(teacher.detach().float() / t, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
+    return kl.mean() * t * t

@@ -5,9 +5,12 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .balvit import BALViT
 from .base import SegModel
+from .elite import ELiTeStudent, ELiTeTeacher
 
 MODELS: dict[str, type[SegModel]] = {
     "balvit": BALViT,
+    "elite_student": ELiTeStudent,
+    "elite_teacher": ELiTeTeacher,
 }
 
 
