@@ -164,7 +164,7 @@ class ColorRegionPredictor:
     of negative points outside.
     """
 
-    def __init__(self, tolerances: tuple[float, ...] = (0.05, 0.08, 0.12), sharpness: float = 40.0,
+    def __init__(self, tolerances: tuple[float, ...] = (0.05, 0.08, 0.12), sharpness: float = 100.0,
                  window: float = 0.5):
         self.tolerances = tolerances
         self.sharpness = sharpness

@@ -390,8 +390,14 @@ class ELiTeTeacher(SegModel):
 
     def after_step(self, step: int) -> None:
         """AdaLoRA's importance-based rank allocation (after the optimizer step, before zero_grad)."""
-        if self._adalora is not None and self.training:
-            self._adalora.update_and_allocate(step)
+        if self._adalora is None or not self.training:
+            return
+        config = self._adalora.peft_config["default"]
+        if step > config.total_step - config.tfinal and not config.rank_pattern:
+            # resumed (or loaded) after the budget was fixed: the pattern is the non-pruned singular values
+            config.rank_pattern = {n: (p.detach().reshape(-1) != 0).tolist()
+                                   for n, p in self.encoder.core.named_parameters() if "lora_E." in n}
+        self._adalora.update_and_allocate(step)
 
     # ---------------------------------------------------------------------------- forward
 
