@@ -296,6 +296,17 @@ def test_teacher_then_student_training_eval_and_checkpoints(syn, tmp_path):
     trainer.fit()
     for k, v in trainer.task.teacher.state_dict().items():
         assert torch.equal(v, teacher_before[k]), k  # the frozen teacher never changes
+    # the cached frozen-teacher maps equal a fresh teacher pass (to float16 precision)
+    from balvit.data.dataset import collate
+
+    batch = collate([trainer.train_set[(0, 0)]])
+    images = [v["image"] for v in batch["cameras"][0]]
+    cached = trainer.task.frozen_teacher_maps(batch, images)
+    assert trainer.task._map_cache and (0, 0) in trainer.task._map_cache
+    with torch.no_grad():
+        direct = trainer.task.teacher.forward_images(images)
+    for a, b in zip(cached, direct):
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)
     sstate = load_checkpoint(tmp_path / "student/last.pt")
     assert sstate["model_name"] == "elite_student"
     assert not any(k.startswith("teacher") for k in sstate["model"]) and sstate["extra"]["task_state"] == {}

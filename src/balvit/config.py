@@ -240,6 +240,9 @@ class ELiTeConfig:
     kd_temperature: float = 1.0
     stage_weight: float = 1.0  # CE + Lovasz weight of each stage head of the student
     teacher_loss_weight: float = 1.0  # weight of the teacher's 2D losses (teacher task / joint mode)
+    # frozen teacher: keep its per-pixel maps of each training frame in memory (float16, up to this
+    # many MB) so it runs once per frame instead of once per step (0: no cache)
+    teacher_cache_mb: int = 0
     flip: bool = True  # random horizontal flips of camera images when training the teacher
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
 

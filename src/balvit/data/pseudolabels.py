@@ -409,7 +409,7 @@ def write_label_png(path: Path, label: np.ndarray) -> None:
 
     from ..io import save_image
 
-    save_image(path, Image.fromarray(label.astype(np.uint8), mode="L"))
+    save_image(path, Image.fromarray(np.ascontiguousarray(label.astype(np.uint8))))  # 8-bit grey PNG
 
 
 class CameraLabels:

@@ -42,15 +42,16 @@ log = logging.getLogger(__name__)
 
 def teacher_image_loss(teacher, batch: dict, loss_cfg, weights: torch.Tensor | None,
                        maps: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
-    """Sum over the teacher's heads of CE + Lovasz against the camera views' `pseudo` label images
-    (resized to the teacher's input size, nearest); returns (loss, per-head terms)."""
+    """Sum over the teacher's heads of CE + Lovasz against the camera views' `pseudo` label images,
+    at the resolution of the finest head (logits up-sampled bilinearly, labels resized nearest);
+    returns (loss, per-head terms)."""
     views = [v for vs in batch["cameras"] for v in vs]
     if not views:
         zero = next(teacher.heads.parameters()).sum() * 0.0
         return zero, {}
     if maps is None:
         maps = teacher.forward_images([v["image"] for v in views])
-    size = teacher.image_size
+    size = tuple(maps[-1].shape[-2:])
     target = torch.stack([
         F.interpolate(v["pseudo"][None, None].float(), size=size, mode="nearest-exact")[0, 0].long() for v in views
     ]).reshape(-1)  # (V * H * W,)
@@ -270,8 +271,7 @@ class ELiTeStudentTask(Task):
         if self.joint:
             maps = self.teacher.forward_images(images)
         else:
-            with torch.no_grad():
-                maps = self.teacher.forward_images(images)
+            maps = self.frozen_teacher_maps(batch, images)
         heads, visible = self.teacher.point_logits(batch, [m.detach() for m in maps])
         stages = out["aux"]
         for s in range(self.model.num_stages):
@@ -289,6 +289,31 @@ class ELiTeStudentTask(Task):
                 loss = loss + self.teacher.orth_reg_weight * self.teacher.orth_regularization()
         terms["visible_share"] = visible.float().mean().detach()
         return {"loss": loss, "logits": out["logits"], "losses": terms}
+
+    @torch.no_grad()
+    def frozen_teacher_maps(self, batch: dict, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The frozen teacher's per-pixel maps of the batch's camera views, from the in-memory cache
+        (keyed by frame index and camera; `elite.teacher_cache_mb`) where they were computed before.
+        The student's augmentations move points, never the pixels they project to (projections are
+        taken before augmentation), so a frame's maps are the same at every epoch."""
+        budget = self.el.teacher_cache_mb * 2**20
+        if budget <= 0:
+            return self.teacher.forward_images(images)
+        if not hasattr(self, "_map_cache"):
+            self._map_cache, self._map_cache_bytes = {}, 0
+        keys = [(int(batch["index"][b]), k) for b, vs in enumerate(batch["cameras"]) for k in range(len(vs))]
+        missing = [j for j, key in enumerate(keys) if key not in self._map_cache]
+        fresh = {}
+        if missing:
+            computed = self.teacher.forward_images([images[j] for j in missing])
+            for n, j in enumerate(missing):
+                fresh[keys[j]] = [m[n].half() for m in computed]  # the same precision as cached maps
+                size = sum(m[n].numel() * 2 for m in computed)
+                if self._map_cache_bytes + size <= budget:
+                    self._map_cache[keys[j]] = fresh[keys[j]]
+                    self._map_cache_bytes += size
+        per_view = [fresh.get(key) or self._map_cache[key] for key in keys]
+        return [torch.stack([v[h].float() for v in per_view]) for h in range(len(self.teacher.heads))]
 
     def predict(self, batch: dict) -> torch.Tensor:
         return self.model(batch)["logits"]
