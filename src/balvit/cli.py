@@ -1,4 +1,4 @@
-"""Command line: balvit train | eval | predict | info | stats | generate | splits.
+"""Command line: balvit train | eval | predict | info | stats | generate | splits | pseudolabels.
 
 Every command that runs a model works the same under `torchrun --nproc_per_node=N` (DDP) and as a
 single process. Errors in the input (a wrong config key, a missing file, a corrupt scan, a
@@ -130,6 +130,19 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_pseudolabels(args) -> int:
+    from .data.pseudolabels import write_pseudolabels
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = _config(args)
+    result = write_pseudolabels(cfg, args.split, args.out, max_frames=args.frames, progress=not args.no_progress)
+    print(f"{result['images']} label images under {args.out}; SAM-PLG prompts {result['prompts']}, "
+          f"masks accepted {result['accepted']} ({result['predictor']} predictor)")
+    for name, sc in result.get("scores", {}).items():
+        print(f"{name:<11} pixel mIoU {sc['miou']:6.2f}  coverage {sc['coverage']:6.2f} %  precision {sc['precision']:6.2f} %")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="balvit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -200,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", default="v1.0-trainval")
     s.add_argument("--sequences", default=None, help="SemanticKITTI training sequences if not the official ones (e.g. 00)")
     s.set_defaults(fn=cmd_splits)
+
+    pl = sub.add_parser("pseudolabels", help="dense camera pseudo-labels (SAM-PLG, ELiTe) from projected LiDAR labels")
+    common(pl, checkpoint=False)
+    pl.add_argument("--out", required=True, help="output folder: <out>/<frame>/<camera>.png + scores.json")
+    pl.add_argument("--split", default="train", help="split to label (default train)")
+    pl.add_argument("--frames", type=int, default=0, help="only the first N frames (0: all)")
+    pl.set_defaults(fn=cmd_pseudolabels)
     return p
 
 

@@ -204,6 +204,41 @@ class MultiViTConfig:
 
 
 @dataclass
+class ELiTeStudentConfig:
+    """The lightweight range-view LiDAR student of ELiTe (models/elite.py); about 2 M parameters."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # encoder stages, strides 1, 2, 4, 8
+    blocks: list[int] = field(default_factory=lambda: [1, 2, 3, 1])  # residual blocks per stage
+    decoder_channels: int = 64  # width of the top-down decoder (one classifier head per stage)
+    point_channels: int = 32  # per-point MLP on xyz, intensity, range
+    head_hidden: int = 64  # hidden width of the final point classifier
+
+
+@dataclass
+class ELiTeTeacherConfig:
+    """The PEFT-tuned image foundation teacher of ELiTe (models/elite.py)."""
+
+    # sam: the SAM image encoder (transformers SamModel, `sam_weights`); dinov2: the backbone of
+    # `model.backbone` (name, weights)
+    encoder: Literal["sam", "dinov2"] = "dinov2"
+    sam_weights: str = "hf:facebook/sam-vit-base"  # hf:<id> (local cache) | a directory | random
+    sam_arch: Literal["vit_b", "tiny"] = "vit_b"  # architecture built for sam_weights=random
+    image_size: list[int] = field(default_factory=lambda: [364, 1232])  # (rows, cols) fed to the encoder
+    peft: Literal["adalora", "lora", "none"] = "adalora"  # none: encoder fully frozen, only heads train
+    target_modules: list[str] = field(default_factory=list)  # empty: q_proj, v_proj (DINOv2) / qkv (SAM)
+    lora_rank: int = 8  # LoRA rank; AdaLoRA's average target rank
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    adalora_init_rank: int = 12  # AdaLoRA starts every matrix at this rank and prunes to lora_rank
+    adalora_tinit: float = 0.1  # fraction of train.steps before rank pruning starts
+    adalora_tfinal: float = 0.3  # fraction of train.steps at the end with fixed ranks
+    adalora_delta_t: int = 10  # steps between rank re-allocations
+    orth_reg_weight: float = 0.1  # AdaLoRA orthogonality regulariser on P and Q
+    feature_layers: list[int] = field(default_factory=list)  # blocks feeding the heads (1-based; empty: even)
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32])  # one per x2 up-sampling stage
+
+
+@dataclass
 class ModelConfig:
     name: str = "balvit"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -211,6 +246,8 @@ class ModelConfig:
     waffleiron: WaffleIronConfig = field(default_factory=WaffleIronConfig)
     rangevit: RangeViTConfig = field(default_factory=RangeViTConfig)
     multivit: MultiViTConfig = field(default_factory=MultiViTConfig)
+    elite_student: ELiTeStudentConfig = field(default_factory=ELiTeStudentConfig)
+    elite_teacher: ELiTeTeacherConfig = field(default_factory=ELiTeTeacherConfig)
 
 
 # ------------------------------------------------------------------------------ optimisation
@@ -317,8 +354,52 @@ class CameraTaskConfig:
 
 
 @dataclass
+class SamPLGConfig:
+    """ELiTe's dense camera labels from sparse projected LiDAR labels (SAM-PLG, data/pseudolabels.py)."""
+
+    # projection: labelled points' pixels only; densify: + nearest labelled pixel within
+    # densify_radius; sam: SAM-PLG on the fly; files: read what `balvit pseudolabels` wrote to `directory`
+    mode: Literal["projection", "densify", "sam", "files"] = "densify"
+    directory: str = ""
+    densify_radius: int = 6  # pixels
+    predictor: Literal["sam", "color"] = "sam"  # SAM-PLG mask predictor; color: stand-in (no SAM)
+    sam_weights: str = "hf:facebook/sam-vit-base"  # hf:<id> | a directory | random
+    sam_arch: Literal["vit_b", "tiny"] = "vit_b"  # architecture built for sam_weights=random
+    points_per_prompt: int = 4  # positive point prompts (labelled pixels of the class) per mask
+    negative_points: int = 2  # negative points (labelled pixels of other classes) per mask
+    mask_prompt: bool = True  # also prompt with the (dilated) sparse mask of the class
+    prompt_dilation: int = 3  # pixels: sparse labels of one class closer than this form one prompt
+    min_points: int = 3  # labelled pixels a prompt needs
+    max_prompts: int = 96  # per image (the largest clusters first)
+    pred_iou_thresh: float = 0.88  # SAM automatic mask generator defaults (Kirillov et al. 2023)
+    stability_thresh: float = 0.92
+    stability_offset: float = 1.0
+    min_purity: float = 0.8  # share of the labelled pixels inside a mask that must carry its class
+    fill: Literal["densify", "none"] = "densify"  # pixels no accepted mask covers
+
+
+@dataclass
+class ELiTeConfig:
+    """ELiTe training (tasks/elite.py): teacher checkpoint, distillation weights, pseudo-labels."""
+
+    teacher_checkpoint: str = ""  # a trained elite_teacher checkpoint (best.pt / last.pt)
+    # frozen: the loaded teacher is fixed; joint: it keeps training with its 2D losses (as 2DPASS / ELiTe)
+    teacher_mode: Literal["frozen", "joint"] = "frozen"
+    kd_weight: float = 0.05  # lambda_xm per student stage (2DPASS, ELiTe)
+    kd_temperature: float = 1.0
+    stage_weight: float = 1.0  # CE + Lovasz weight of each stage head of the student
+    teacher_loss_weight: float = 1.0  # weight of the teacher's 2D losses (teacher task / joint mode)
+    # frozen teacher: keep its per-pixel maps of each training frame in memory (float16, up to this
+    # many MB) so it runs once per frame instead of once per step (0: no cache)
+    teacher_cache_mb: int = 0
+    flip: bool = True  # random horizontal flips of camera images when training the teacher
+    pseudo_labels: SamPLGConfig = field(default_factory=SamPLGConfig)
+
+
+@dataclass
 class Config:
-    task: Literal["segmentation", "distill", "multivit_camera", "multivit_joint"] = "segmentation"
+    task: Literal["segmentation", "distill", "multivit_camera", "multivit_joint", "elite_teacher",
+                  "elite_student"] = "segmentation"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -327,6 +408,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     camera_task: CameraTaskConfig = field(default_factory=CameraTaskConfig)
+    elite: ELiTeConfig = field(default_factory=ELiTeConfig)
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -580,3 +662,42 @@ def _validate_points(cfg: Config) -> None:
         raise ConfigError(f"distill.image_size must be [height, width], got {d.image_size}")
     if cfg.task == "distill" and not d.teachers:
         raise ConfigError("task=distill needs at least one teacher in distill.teachers")
+    _validate_elite(cfg)
+    t = cfg.train
+    if t.steps <= 0 or t.batch_size <= 0 or t.lr <= 0:
+        raise ConfigError("train.steps, train.batch_size and train.lr must be positive")
+
+
+def _validate_elite(cfg: Config) -> None:
+    """ELiTe fields that types alone cannot check (only when an ELiTe model or task is used)."""
+    if not (cfg.model.name.startswith("elite") or cfg.task.startswith("elite")):
+        return
+    st = cfg.model.elite_student
+    if len(st.channels) < 2 or len(st.channels) != len(st.blocks) or min(st.channels + st.blocks) <= 0:
+        raise ConfigError("model.elite_student.channels and .blocks need one positive value per stage (>= 2 stages)")
+    te = cfg.model.elite_teacher
+    if len(te.image_size) != 2 or min(te.image_size) <= 0:
+        raise ConfigError(f"model.elite_teacher.image_size must be [rows, cols], got {te.image_size}")
+    if not te.decoder_channels or min(te.decoder_channels) <= 0:
+        raise ConfigError("model.elite_teacher.decoder_channels needs at least one positive width")
+    if te.feature_layers and len(te.feature_layers) != len(te.decoder_channels):
+        raise ConfigError("model.elite_teacher.feature_layers needs one block per decoder stage "
+                          f"({len(te.decoder_channels)}), got {te.feature_layers}")
+    if not 0 <= te.adalora_tinit < 1 or not 0 <= te.adalora_tfinal < 1 or te.adalora_tinit + te.adalora_tfinal >= 1:
+        raise ConfigError("model.elite_teacher.adalora_tinit / adalora_tfinal are fractions of train.steps "
+                          "with tinit + tfinal < 1")
+    if te.peft != "none" and (te.lora_rank <= 0 or te.adalora_init_rank < te.lora_rank):
+        raise ConfigError("model.elite_teacher needs lora_rank > 0 and adalora_init_rank >= lora_rank")
+    el = cfg.elite
+    if el.kd_temperature <= 0:
+        raise ConfigError("elite.kd_temperature must be positive")
+    pl = el.pseudo_labels
+    if pl.mode == "files" and not pl.directory:
+        raise ConfigError("elite.pseudo_labels.mode=files needs elite.pseudo_labels.directory")
+    if pl.points_per_prompt <= 0 or pl.densify_radius < 0 or pl.prompt_dilation < 0:
+        raise ConfigError("elite.pseudo_labels: points_per_prompt must be positive, radii non-negative")
+    if cfg.task == "elite_student":
+        if cfg.model.name != "elite_student":
+            raise ConfigError(f"task elite_student trains model.name=elite_student, not {cfg.model.name!r}")
+    if cfg.task == "elite_teacher" and cfg.model.name != "elite_teacher":
+        raise ConfigError(f"task elite_teacher trains model.name=elite_teacher, not {cfg.model.name!r}")

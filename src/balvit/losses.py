@@ -10,6 +10,8 @@
   two modalities' means of each shared class; "pull_push" = InfoNCE over the shared classes (a
   class's mean in one modality is the positive of the same class in the other, the other classes'
   means are negatives), symmetrised.
+- Logit distillation (Hinton et al., 2015): KL(teacher || student) of temperature-softened class
+  distributions (used per student stage by ELiTe / 2DPASS).
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ def cosine_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, reduc
     t = F.normalize(teacher.float(), dim=1)
     per_point = (s - t).pow(2).sum(1)
     return per_point.sum() if reduction == "sum" else per_point.mean()
+
+
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """features (N, D), labels (N,) (values outside 0..C-1 ignored) -> means (C, D), present (C,) bool."""
     keep = (labels >= 0) & (labels < num_classes)
@@ -130,3 +134,15 @@ def class_mean_contrastive(a: torch.Tensor, a_present: torch.Tensor, b: torch.Te
         target = torch.arange(k, device=sim.device)
         return 0.5 * (F.cross_entropy(sim, target) + F.cross_entropy(sim.T, target))
     raise ValueError(f"unknown contrastive mode {mode!r}")
+
+
+def kl_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """student, teacher (N, C) logits -> T^2 * mean over points of KL(softmax(t / T) || softmax(s / T)),
+    summed over classes; the teacher is detached; 0 for N = 0."""
+    if student.shape[0] == 0:
+        return student.sum() * 0.0
+    t = float(temperature)
+    log_p_s = F.log_softmax(student.float() / t, dim=1)
+    log_p_t = F.log_softmax(teacher.detach().float() / t, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
+    return kl.mean() * t * t

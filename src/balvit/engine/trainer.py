@@ -310,6 +310,7 @@ class Trainer:
         else:
             self.optimizer.step()
         self.scheduler.step()
+        self.task.after_step(self.step + 1)  # a task hook (e.g. AdaLoRA's rank allocation), no-op by default
         values = {"loss": float(loss.detach()), "grad_norm": float(grad_norm)}
         values.update({k: float(v.detach()) for k, v in out.get("losses", {}).items()})
         return values

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .balvit import BALViT
 from .base import SegModel
+from .elite import ELiTeStudent, ELiTeTeacher
 from .multivit import MultiViT
 from .rangevit import RangeViT
 from .waffleiron import WaffleIron
@@ -14,6 +15,8 @@ MODELS: dict[str, type[SegModel]] = {
     "rangevit": RangeViT,
     "multivit": MultiViT,
     "waffleiron": WaffleIron,
+    "elite_student": ELiTeStudent,
+    "elite_teacher": ELiTeTeacher,
 }
 
 

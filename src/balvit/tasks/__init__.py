@@ -2,6 +2,7 @@
 
 from .base import Task
 from .distill import DistillTask
+from .elite import ELiTeStudentTask, ELiTeTeacherTask
 from .multivit import MultiViTCameraTask, MultiViTJointTask
 from .segmentation import SegmentationTask
 
@@ -10,4 +11,6 @@ TASKS: dict[str, type[Task]] = {
     "distill": DistillTask,
     "multivit_camera": MultiViTCameraTask,
     "multivit_joint": MultiViTJointTask,
+    "elite_teacher": ELiTeTeacherTask,
+    "elite_student": ELiTeStudentTask,
 }

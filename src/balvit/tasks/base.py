@@ -10,6 +10,7 @@ a projection head or a frozen teacher):
     validate(trainer)                  a metrics dict with "score" (higher is better; None: mIoU)
     extra_state_dict() / load_...      trainable state the task owns besides the model
     lr_scales()                        per-parameter learning-rate factors (names as in the task)
+    after_step(step)                   called after each optimizer step (e.g. AdaLoRA rank allocation)
 
 Frozen modules the task owns (a teacher) are listed in `frozen_modules` and never saved.
 """
@@ -52,6 +53,9 @@ class Task(nn.Module):
 
             raise CheckpointError(f"task state does not fit: expected {sorted(own)[:5]}, got {sorted(state)[:5]}")
         self.load_state_dict(state, strict=False)
+
+    def after_step(self, step: int) -> None:
+        """After the optimizer step `step` (1-based), before the next zero_grad; default: nothing."""
 
     def lr_scales(self) -> dict[str, float]:
         scales = self.model.lr_scales() if hasattr(self.model, "lr_scales") else {}
