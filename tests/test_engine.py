@@ -171,15 +171,23 @@ def test_two_process_ddp_training_and_evaluation_equal_one_process(kitti_root, t
     assert "mIoU:" in p2.stdout and p2.stdout.count("mIoU:") == 1  # printed by rank 0 only
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_130(kitti_root, tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_sigterm_saves_a_checkpoint_and_exits_130(kitti_root, tmp_path, workers):
+    """workers=0: the signal reaches the trainer alone (`kill PID`); workers=1: the whole process group,
+    loader worker included, gets it (`kill -- -PGID`, Slurm's scancel): the worker must not take the run down."""
     run = tmp_path / "sig"
     cmd = [sys.executable, "-m", "balvit.cli", "train", "config/synthetic/tiny.yaml", f"--data_root={kitti_root}",
-           f"--save_path={run}", "train.steps=100000", "train.save_every=100000", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
+           f"--save_path={run}", "train.steps=100000", "train.save_every=100000", f"data.num_workers={workers}",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO,
+                            start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().count("\n") >= 2):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    if workers:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     state = load_checkpoint(run / "last.pt")

@@ -25,6 +25,7 @@ and evaluation always happens on the original points.
 from __future__ import annotations
 
 import logging
+import signal
 
 import numpy as np
 import torch
@@ -246,6 +247,14 @@ def _stack_padded(tensors: list[torch.Tensor], fill) -> torch.Tensor:
     for k, t in enumerate(tensors):
         out[k, ..., :t.shape[-2], :t.shape[-1]] = t
     return out
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: loader workers ignore SIGINT / SIGTERM. Ctrl-C, `kill -- -PGID`,
+    Slurm's scancel or a preemption signal the whole process group; the main process then finishes its
+    step, saves last.pt and shuts the workers down itself, instead of dying because a worker did."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def collate(samples: list[dict]) -> dict:

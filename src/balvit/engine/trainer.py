@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..config import Config, ConfigError, dump_yaml, to_dict
-from ..data.dataset import SegmentationDataset, StreamSampler, build_reader, collate, to_device, training_frames
+from ..data.dataset import (SegmentationDataset, StreamSampler, build_reader, collate, ignore_stop_signals, to_device,
+                            training_frames)
 from ..data.labels import LabelSpec
 from ..io import write_json, write_text
 from ..models import build_model
@@ -78,7 +79,8 @@ def eval_loader(dataset: SegmentationDataset, info: D.DistInfo, batch_size: int,
     n = len(dataset) if not limit else min(limit, len(dataset))
     indices = D.shard(n, info.rank, info.world_size)
     batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers)
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers,
+                      worker_init_fn=ignore_stop_signals if workers else None)
 
 
 @torch.no_grad()
@@ -246,7 +248,8 @@ class Trainer:
         sampler = StreamSampler(len(self.train_set), cfg.train.batch_size, seed=cfg.train.seed,
                                 rank=info.rank, world_size=info.world_size, start_step=self.step)
         loader = DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate,
-                            num_workers=cfg.data.num_workers, persistent_workers=cfg.data.num_workers > 0)
+                            num_workers=cfg.data.num_workers, persistent_workers=cfg.data.num_workers > 0,
+                            worker_init_fn=ignore_stop_signals if cfg.data.num_workers else None)
         task = self.task
         if info.distributed:
             task = DistributedDataParallel(self.task, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
