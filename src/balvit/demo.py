@@ -48,7 +48,7 @@ def generate_data(root: Path, frames: int, val_frames: int, seed: int, workers: 
     if marker.is_file() and json.loads(marker.read_text()).get("args") == want:
         info = json.loads(marker.read_text())
         print(f"    reusing {root} (made earlier with the same settings)")
-        return info
+        return {**info, "reused": True}
     t0 = time.time()
     a = generate("semantickitti", root, sequences=["00"], frames=frames, seed=seed, image_scale=0.25, workers=workers, progress=True)
     b = generate("semantickitti", root, sequences=["08"], frames=val_frames, seed=seed + 1, image_scale=0.25, workers=workers, progress=True)
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         say(1, total, f"generating a synthetic SemanticKITTI-format dataset in {root} "
                       f"(sequence 00: {args.frames} frames for training, 08: {args.val_frames} for validation)")
         gen = generate_data(root, args.frames, args.val_frames, args.seed, args.workers)
-        timings["generate"] = time.time() - t
+        timings["generate" if "reused" not in gen else "generate (reused the existing data)"] = time.time() - t
 
         t = time.time()
         say(2, total, "writing the 1 % label split of the training frames (uniform: sorted(frames)[::100])")
@@ -118,10 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         presence = class_presence(trainer.train_reader, list(range(len(trainer.train_reader))))
         pictures = [chart] + sorted((out / "pictures").glob("*.png"))
         steps = cfg.train.steps
+        pps = gen["train"].get("points_per_scan")
+        points_per_scan = f"{round(pps):,}" if isinstance(pps, (int, float)) else "?"
         sections = {
             "What ran": (
                 f"- Data: synthetic SemanticKITTI-format world (`balvit generate`), sequence 00 with {args.frames} "
-                f"frames, sequence 08 with {args.val_frames} frames, {gen['train'].get('points_per_scan', '?')} points per scan on average.\n"
+                f"frames, sequence 08 with {args.val_frames} frames, {points_per_scan} points per scan on average.\n"
                 f"- Labels: the 1 % split `{split_file}` = {len(frames)} frames ({', '.join(frames)}).\n"
                 f"- Model: BALViT, frozen `{backbone['name']}` (weights `{backbone['weights']}`, sha256 {str(backbone['sha256'])[:16]}...), "
                 f"range image {cfg.data.range.height} x {cfg.data.range.width}, patch {cfg.model.balvit.patch_size}, "
