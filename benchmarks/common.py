@@ -296,7 +296,9 @@ def fmt_cell(v) -> str:
     if isinstance(v, float):
         if v != v:  # nan
             return "-"
-        return f"{v:,.0f}" if abs(v) >= 1000 else (f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}")
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.1f}" if abs(v) >= 10 else f"{v:#.3g}"  # 3 significant digits, trailing zeros kept
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
     return str(v)

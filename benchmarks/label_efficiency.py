@@ -179,6 +179,8 @@ def balvit_cli(argv: list[str], subprocess_mode: bool, log_path: Path | None = N
 
     from balvit.cli import main as cli_main
 
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path or os.devnull, "a") as logf, contextlib.redirect_stdout(logf):
         try:
             return int(cli_main(argv) or 0)
@@ -233,7 +235,11 @@ def run_one(r: dict, subprocess_mode: bool) -> dict:
     """Train then evaluate one (method, fraction); the result (also OUT/runs/.../result.json)."""
     result_path = r["dir"] / "result.json"
     if result_path.is_file():
-        return json.loads(result_path.read_text())
+        done = json.loads(result_path.read_text())
+        if done.get("config") != r["config"] or done.get("train_overrides") != r["train"]:
+            raise SpecError(f"{result_path}: a finished run with another config / overrides (another spec, budget or "
+                            "data root?): use another --out, or delete that run folder to redo it")
+        return done
     r["dir"].mkdir(parents=True, exist_ok=True)
     print(f"==> {r['method']} {r['fraction']:g} %: balvit train {Path(r['config']).name} {' '.join(r['train'])}", flush=True)
     t0 = time.time()
@@ -334,6 +340,7 @@ def estimate(plan: dict, out: Path, subprocess_mode: bool, eval_frames: int | No
     """Per-step seconds of every pretraining and method from 1- and 3-step scratch trainings (the
     difference removes start-up and the closing validation), extrapolated to the whole plan."""
     est_dir = out / "estimate"
+    est_dir.mkdir(parents=True, exist_ok=True)
     per_method: dict[str, dict] = {}
 
     def timed(config: str, overrides: list[str], steps: int, tag: str) -> float:
