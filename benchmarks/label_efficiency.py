@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, REPO, fmt_cell, machine, machine_line, md_table, write_json  # noqa: E402
+from common import OUT, REPO, machine, md_table, write_json  # noqa: E402
 
 SPECS = REPO / "benchmarks" / "label_efficiency"
 SPEC_KEYS = {"description", "generate", "fractions", "budget", "common", "fraction_overrides", "train_overrides",
@@ -181,11 +181,22 @@ def balvit_cli(argv: list[str], subprocess_mode: bool, log_path: Path | None = N
 
     if log_path is not None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    lg = logging.getLogger("balvit")
+    saved = (lg.level, lg.propagate)
     with open(log_path or os.devnull, "a") as logf, contextlib.redirect_stdout(logf):
+        handler = logging.StreamHandler(logf)  # the run's log gets balvit's INFO lines, the console only errors
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
         try:
             return int(cli_main(argv) or 0)
         except SystemExit as e:  # argparse errors, a stop signal
             return int(e.code or 0) if isinstance(e.code, int) else 1
+        finally:
+            lg.removeHandler(handler)
+            lg.setLevel(saved[0])
+            lg.propagate = saved[1]
 
 
 def generate_data(spec: dict, out: Path, subprocess_mode: bool) -> str:
@@ -336,65 +347,90 @@ def write_outputs(d: dict, out: Path) -> None:
 # ----------------------------------------------------------------------------- estimate
 
 
-def estimate(plan: dict, out: Path, subprocess_mode: bool, eval_frames: int | None) -> dict:
-    """Per-step seconds of every pretraining and method from 1- and 3-step scratch trainings (the
-    difference removes start-up and the closing validation), extrapolated to the whole plan."""
+def estimate(plan: dict, out: Path, subprocess_mode: bool) -> dict:
+    """Predict the study's duration on this machine from short scratch runs under OUT/estimate:
+    per step = (t(3-step training) - t(1-step training)) / 2, start-up = t(1 step) - per step
+    (build, data, the closing 1-frame validation), and one `balvit eval` of the 3-step checkpoint on
+    the full validation split per method. Total = sum over pretraining runs of start-up + steps x
+    per step, plus over study runs of start-up + steps x per step + evaluation. Timings are kept
+    in OUT/estimate/<name>.json, so a second call only recomputes the total."""
     est_dir = out / "estimate"
     est_dir.mkdir(parents=True, exist_ok=True)
-    per_method: dict[str, dict] = {}
 
-    def timed(config: str, overrides: list[str], steps: int, tag: str) -> float:
-        d = est_dir / f"{tag}_{steps}"
+    def timed(argv: list[str], tag: str) -> float:
+        t0 = time.time()
+        rc = balvit_cli(argv, subprocess_mode, est_dir / f"{tag}.log")
+        if rc != 0:
+            raise RuntimeError(f"estimate: {tag} failed (exit {rc}; see {est_dir / (tag + '.log')})")
+        return time.time() - t0
+
+    def train_argv(config: str, overrides: list[str], steps: int, d: Path) -> list[str]:
         if d.exists():
             import shutil
 
             shutil.rmtree(d)
-        t0 = time.time()
         ov = [o for o in overrides if not o.startswith(("train.steps=", "train.save_every="))]
-        rc = balvit_cli(["train", config, "--save_path", str(d), "--no-progress", *ov, f"train.steps={steps}",
-                         f"train.save_every={steps}", "data.max_val_frames=1"], subprocess_mode, est_dir / f"{tag}.log")
-        if rc != 0:
-            raise RuntimeError(f"estimate: {tag} failed (exit {rc})")
-        return time.time() - t0
+        return ["train", config, "--save_path", str(d), "--no-progress", *ov, f"train.steps={steps}",
+                f"train.save_every={steps}", "data.max_val_frames=1"]
 
     items, seen = [], set()
     for p in plan["pretrain"]:  # one per pretraining (a per-fraction one costs the same per step)
         if p["name"] not in seen:
             seen.add(p["name"])
             items.append((p["name"], p["config"], p["train"], None))
-    seen = set()
     for r in plan["runs"]:  # one fraction per method (the largest: the most varied frames)
         if r["method"] not in seen and r["fraction"] == max(x["fraction"] for x in plan["runs"] if x["method"] == r["method"]):
             seen.add(r["method"])
             items.append((r["method"], r["config"], r["train"], r))
-    for name, config, overrides, r in items:
-        t1 = timed(config, overrides, 1, name)
-        t3 = timed(config, overrides, 3, name)
-        per_step = max((t3 - t1) / 2, 1e-3)
-        steps = next((int(o.split("=", 1)[1]) for o in reversed(overrides) if o.startswith("train.steps=")), None)
-        if steps is None:
-            from balvit.config import load_config
+    # the methods that need a pretraining start from its 3-step scratch checkpoint here
+    swap = {str(p["dir"]): str(est_dir / f"{p['name']}_3") for p in plan["pretrain"]}
 
-            steps = load_config(config, [o for o in overrides if "=" in o and not o.startswith("--")]).train.steps
-        per_method[name] = {"one_step_run_s": t1, "per_step_s": per_step, "steps": steps, "startup_s": max(t1 - per_step, 0.0)}
-        print(f"{name:16s} {per_step:6.2f} s/step, start-up + closing validation {per_method[name]['startup_s']:.0f} s, "
-              f"{steps} steps", flush=True)
-    total = 0.0
+    def scratch(args: list[str]) -> list[str]:
+        out_args = []
+        for a in args:
+            for real, fake in swap.items():
+                a = a.replace(real, fake)
+            out_args.append(a)
+        return out_args
+
+    per: dict[str, dict] = {}
+    for name, config, overrides, r in items:
+        cache = est_dir / f"{name}.json"
+        e = json.loads(cache.read_text()) if cache.is_file() else {}
+        if "t3_s" not in e:
+            e["t1_s"] = timed(train_argv(config, scratch(overrides), 1, est_dir / f"{name}_1"), name)
+            e["t3_s"] = timed(train_argv(config, scratch(overrides), 3, est_dir / f"{name}_3"), name)
+            write_json(cache, e)
+        if r is not None and "eval_s" not in e:
+            e["eval_s"] = timed(["eval", config, "--checkpoint", str(est_dir / f"{name}_3" / "last.pt"), "--no-progress",
+                                 *scratch(r["eval"])], name)
+            write_json(cache, e)
+        per[name] = e
+        e = per[name]
+        e["per_step_s"] = max((e["t3_s"] - e["t1_s"]) / 2, 1e-3)
+        e["startup_s"] = max(e["t1_s"] - e["per_step_s"], 0.0)
+        print(f"{name:16s} {e['per_step_s']:6.2f} s/step, start-up {e['startup_s']:5.0f} s"
+              + (f", evaluation {e['eval_s']:5.0f} s" if "eval_s" in e else ""), flush=True)
+    lines, total = [], 0.0
     for p in plan["pretrain"]:
-        e = per_method[p["name"]]
-        total += e["startup_s"] + e["per_step_s"] * e["steps"]
-    n_runs = {m: sum(1 for r in plan["runs"] if r["method"] == m) for m in seen}
-    for m, k in n_runs.items():
-        e = per_method[m]
-        # per run: start-up + steps + a second start-up for the evaluation (a closing validation's cost each)
-        total += k * (2 * e["startup_s"] + e["per_step_s"] * e["steps"])
-    res = {"per_method": per_method, "runs": len(plan["runs"]), "estimated_total_s": total,
-           "method": "per step = (t(3 steps) - t(1 step)) / 2; start-up = t(1 step) - per step (build, data, closing "
-                     "validation on 1 frame); total = sum over pretraining of start-up + steps x per step, plus over "
-                     "runs of 2 x start-up + steps x per step (the evaluation counted as one more start-up)",
-           "eval_frames_note": f"evaluation on {eval_frames or 'all'} validation frames is not in the 1-frame start-up"}
+        e = per[p["name"]]
+        steps = next(int(o.split("=", 1)[1]) for o in reversed(p["train"]) if o.startswith("train.steps="))
+        t = e["startup_s"] + steps * e["per_step_s"]
+        lines.append((p["label"], steps, t))
+        total += t
+    for r in plan["runs"]:
+        e = per[r["method"]]
+        steps = plan["budget"]["steps"]
+        t = e["startup_s"] + steps * e["per_step_s"] + e.get("eval_s", 0.0)
+        lines.append((f"{r['method']} {r['fraction']:g} %", steps, t))
+        total += t
+    for label, steps, t in lines:
+        print(f"  {label:40s} {steps:5d} steps  ~{t / 60:5.1f} min")
+    res = {"per_method": per, "runs": [{"run": l, "steps": s, "seconds": t} for l, s, t in lines],
+           "estimated_total_s": total, "machine": machine(), "how": estimate.__doc__}
     write_json(est_dir / "estimate.json", res)
-    print(f"estimated study duration: {total / 60:.1f} min for {len(plan['runs'])} runs (+ data generation)")
+    print(f"estimated study duration on this machine: {total / 60:.1f} min for {len(plan['runs'])} runs and "
+          f"{len(plan['pretrain'])} pretraining runs (+ data generation)")
     return res
 
 
@@ -421,11 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     fractions = [float(f) for f in args.fractions.split(",") if f.strip()] or [float(f) for f in spec["fractions"]]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] or None
-    logging.getLogger("balvit").setLevel(logging.WARNING)
     data_root = args.data_root or generate_data(spec, out, args.subprocess)
     plan = run_plan(spec, out, data_root, fractions, methods, args.steps, args.batch_size)
     if args.estimate:
-        estimate(plan, out, args.subprocess, None)
+        estimate(plan, out, args.subprocess)
         return 0
     t0 = time.time()
     pre, failures, failed_pre = [], [], set()
