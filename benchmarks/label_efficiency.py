@@ -208,6 +208,13 @@ def generate_data(spec: dict, out: Path, subprocess_mode: bool) -> str:
     marker = root / ".generated.json"
     if marker.is_file() and json.loads(marker.read_text()) == gens:
         return str(root)
+    if root.exists():  # other data than the spec asks for: never mix it with runs trained on it
+        if any((out / "runs").glob("**/result.json")):
+            raise SpecError(f"{root} was generated for another spec and runs in {out / 'runs'} used it: "
+                            "use another --out (or delete that folder)")
+        import shutil
+
+        shutil.rmtree(root)
     t0 = time.time()
     for g in gens if isinstance(gens, list) else [gens]:
         argv = ["generate", "--format", g.get("format", "semantickitti"), "--out", str(root), "--no-progress"]

@@ -62,6 +62,7 @@ def results_md(quick: bool = False) -> str:
     lines = ["# Benchmark results", "", "Written by `make bench` (`benchmarks/run_all.py`); every figure is a median of",
              "repeated runs after a warm-up, measured on the machine named in each section; ratios compare figures",
              "of the same invocation.", "", f"This report was written on: {machine_line(machine())}.", ""]
+    n_header = len(lines)
     sp = load("speed_bench")
     if sp:
         import speed_bench
@@ -86,7 +87,6 @@ def results_md(quick: bool = False) -> str:
         lines += ["## Label efficiency (synthetic world)", "", f"Machine: {machine_line(le['machine'])}.",
                   f"Spec: {le.get('description', '')}; sizes: " + "; ".join(f"{k} {v}" for k, v in (le.get("sizes") or {}).items()) + ".",
                   "", label_efficiency.markdown(le, plot_link=plot_link(le_dir / "label_efficiency.png"))]
-    lines += reported_md()
     d = load("data_bench")
     if d:
         m = d["machine"]
@@ -126,6 +126,10 @@ def results_md(quick: bool = False) -> str:
             v = da[k]
             lines.append(f"| {k} | {v['fast_ms']:.1f} ms | {v['naive_ms']:.1f} ms | {v['ratio_naive_over_fast']:.2f} |")
         lines.append("")
+    if len(lines) == n_header:  # nothing measured yet
+        lines += ["**Nothing measured yet**: run `make bench` (or `python benchmarks/run_all.py`) on a quiet machine;",
+                  "the tables of every script and the label-efficiency study then appear here.", ""]
+    lines += reported_md()
     return "\n".join(lines) + "\n"
 
 
