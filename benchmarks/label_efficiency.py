@@ -395,8 +395,8 @@ def estimate(plan: dict, out: Path, subprocess_mode: bool) -> dict:
     def scratch(args: list[str]) -> list[str]:
         out_args = []
         for a in args:
-            for real, fake in swap.items():
-                a = a.replace(real, fake)
+            for real in sorted(swap, key=len, reverse=True):  # ..._f100 before its prefix ..._f1
+                a = a.replace(real + "/", swap[real] + "/")
             out_args.append(a)
         return out_args
 
