@@ -235,7 +235,11 @@ def generate_data(spec: dict, out: Path, subprocess_mode: bool) -> str:
 def run_pretrain(p: dict, subprocess_mode: bool) -> dict:
     done = p["dir"] / "done.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        info = json.loads(done.read_text())
+        if info.get("config") != p["config"] or info.get("overrides") != p["train"]:
+            raise SpecError(f"{done}: a finished pretraining with another config / overrides: use another --out, "
+                            "or delete that folder to redo it")
+        return info
     print(f"==> pretraining {p['name']}: balvit train {Path(p['config']).name} {' '.join(p['train'])}", flush=True)
     t0 = time.time()
     p["dir"].mkdir(parents=True, exist_ok=True)
@@ -291,7 +295,7 @@ def run_one(r: dict, subprocess_mode: bool) -> dict:
 # ----------------------------------------------------------------------------- outputs
 
 
-def markdown(d: dict, plot_link: str | None = "label_efficiency.png", reported: dict | None = None) -> str:
+def markdown(d: dict, plot_link: str | None = "label_efficiency.png") -> str:
     """The study's table: mIoU per method and label fraction (+ seconds per run, parameters)."""
     fr = d["fractions"]
     b = d["budget"]

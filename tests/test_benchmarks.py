@@ -161,7 +161,7 @@ def test_study_plan_same_budget_placeholders_and_spec_errors(tmp_path):
     plan = le.run_plan(spec, tmp_path, None, [1.0, 10.0, 100.0], None, None, None)
     assert len(plan["runs"]) == 6 * 3
     budgets = {tuple(o for o in r["train"] if o.startswith(("train.steps=", "train.batch_size="))) for r in plan["runs"]}
-    assert budgets == {("train.steps=40", "train.batch_size=2")}  # the same compute budget for every run
+    assert budgets == {("train.steps=30", "train.batch_size=2")}  # the same compute budget for every run
     scalr10 = next(r for r in plan["runs"] if r["method"] == "scalr" and r["fraction"] == 10)
     assert scalr10["config"].endswith("config/synthetic/scalr_finetune_10.yaml")
     assert "data.label_fraction=10" in scalr10["train"] and "data.label_fraction=10" in scalr10["eval"]
