@@ -501,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in plan["runs"]:
         labels.setdefault(r["method"], r["label"])
     d = {"spec": str(spec_path), "description": spec.get("description", ""), "sizes": spec.get("sizes", {}),
-         "data": data_root if args.data_root else f"generated: {spec.get('generate')}",
+         "data": data_root if args.data_root else "synthetic, `balvit generate` as the spec says",
+         "generate": spec.get("generate"),
          "machine": machine(), "fractions": fractions, "budget": plan["budget"], "methods": labels,
          "pretrain": pre, "results": results, "failures": failures, "seconds_this_invocation": time.time() - t0}
     write_outputs(d, out)
