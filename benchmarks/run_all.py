@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark script, then write benchmarks/RESULTS.md from their JSON.
 
-    python benchmarks/run_all.py [--quick] [--skip-study] [--only-report] [--device auto|cpu|cuda]
+    python benchmarks/run_all.py [--quick] [--skip-study] [--only-report] [--repeats N] [--device auto|cpu|cuda]
 
 Runs data_bench.py, model_bench.py, deform_attn_bench.py, speed_bench.py (CPU always, and CUDA
 when the machine has one), scaling_bench.py and the label-efficiency study (label_efficiency.py,
@@ -160,6 +160,7 @@ def main() -> None:
     p.add_argument("--skip-study", action="store_true", help="do not run the label-efficiency study")
     p.add_argument("--only-report", action="store_true", help="only rewrite RESULTS.md from benchmarks/out/")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="speed/scaling device besides the CPU")
+    p.add_argument("--repeats", type=int, default=None, help="repeats of every timing script (default: each script's own)")
     p.add_argument("--out-dir", default=str(OUT), help="where the scripts' JSON / plots go (default benchmarks/out)")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"), help="the report (plots are copied to its plots/ folder)")
     args = p.parse_args()
@@ -168,7 +169,7 @@ def main() -> None:
     import torch
 
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    reps = ["--repeats", "1"] if args.quick else []
+    reps = ["--repeats", "1"] if args.quick else (["--repeats", str(args.repeats)] if args.repeats else [])
     quick = ["--quick"] if args.quick else []
     if not args.only_report:
         run("data_bench.py", *reps, "--out", str(OUT / "data_bench.json"),
@@ -176,10 +177,10 @@ def main() -> None:
         if not args.quick:
             run("model_bench.py", *reps, "--out", str(OUT / "model_bench.json"))
         run("deform_attn_bench.py", *reps, "--out", str(OUT / "deform_attn_bench.json"))
-        run("speed_bench.py", "--device", "cpu", "--out", str(OUT / "speed_bench.json"), *quick)
+        run("speed_bench.py", "--device", "cpu", "--out", str(OUT / "speed_bench.json"), *quick, *reps)
         if cuda:
-            run("speed_bench.py", "--device", "cuda", "--out", str(OUT / "speed_bench_cuda.json"), *quick)
-        run("scaling_bench.py", "--device", "cuda" if cuda else "cpu", "--out", str(OUT / "scaling_bench.json"), *quick)
+            run("speed_bench.py", "--device", "cuda", "--out", str(OUT / "speed_bench_cuda.json"), *quick, *reps)
+        run("scaling_bench.py", "--device", "cuda" if cuda else "cpu", "--out", str(OUT / "scaling_bench.json"), *quick, *reps)
         if not args.skip_study:
             run("label_efficiency.py", *quick, "--keep-going",
                 "--out", str(OUT / ("label_efficiency_quick" if args.quick else "label_efficiency")))
