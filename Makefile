@@ -23,8 +23,11 @@ test: venv
 demo: venv
 	$(PY) -m balvit.demo --out demo_output --data data/demo_kitti
 
+# every benchmark + the label-efficiency study -> benchmarks/RESULTS.md (see README "Benchmarks");
+# options through BENCH_ARGS, e.g. `make bench BENCH_ARGS=--skip-study` or `BENCH_ARGS=--quick`
+BENCH_ARGS ?=
 bench: venv
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo_output build src/*.egg-info .pytest_cache

@@ -48,6 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--queries", type=int, default=16 * 256)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None, help="result JSON (default benchmarks/out/deform_attn_bench.json)")
     args = ap.parse_args()
     sizes = [(240, 180), (120, 90), (60, 45)]
     inputs = make_inputs(args.queries, heads=6, dh=64, points=4, sizes=sizes)
@@ -65,7 +66,7 @@ def main() -> None:
         result[label] = {"fast_ms": tf * 1e3, "naive_ms": tn * 1e3, "ratio_naive_over_fast": tn / tf}
     from common import OUT, write_json
 
-    write_json(OUT / "deform_attn_bench.json", result)
+    write_json(Path(args.out) if args.out else OUT / "deform_attn_bench.json", result)
 
 
 if __name__ == "__main__":

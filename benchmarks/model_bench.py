@@ -22,65 +22,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, REPO, current_rss_mb, machine, median_time, peak_rss_mb, run_child, synthetic_kitti, write_json  # noqa: E402
+from common import OUT, REPO, load_bench_config, machine, measure_model, run_child, synthetic_kitti, write_json  # noqa: E402
 
 
 def child(args) -> dict:
-    from balvit.config import load_config
-    from balvit.data.dataset import SegmentationDataset, build_reader, collate, to_device
-    from balvit.models import build_model
-    from balvit.tasks import SegmentationTask
-
+    """One measurement (mode model / vit / train) in this process (common.measure_model)."""
     device = torch.device(args.device)
     overrides = [f"data.root={args.data}", "data.val_sequences=['08']", "data.train_sequences=['08']",
                  f"model.backbone.weights={args.weights}", *args.overrides]
     if args.mode == "train":
         overrides.append(f"data.augment.crop_width={args.crop}")
-    cfg = load_config(args.config, overrides)
-    model = build_model(cfg, 19).to(device)
-    reader = build_reader(cfg.data, "valid")
-    train = args.mode == "train"
-    ds = SegmentationDataset(reader, cfg.data, train=train)
-    batch = collate([ds[(i % len(ds), 0)] for i in range(2 if train else 1)])
-    batch = to_device(batch, device)
-    base_rss = current_rss_mb()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    dtype = torch.bfloat16 if (device.type == "cuda" and args.amp) else None
-    ac = (lambda: torch.autocast("cuda", dtype=dtype)) if dtype else (lambda: torch.autocast("cpu", enabled=False))
-    result = {"mode": args.mode, "points": int(batch["points"].shape[0]), "image": list(batch["rv"].shape),
-              "params": model.param_report()}
-    if args.mode == "model":
-        model.eval()
-
-        def run():
-            with torch.no_grad(), ac():
-                model(batch)
-    elif args.mode == "vit":
-        vit = model.backbone
-        ph, pw = cfg.model.balvit.patch_size
-        ht, wt = batch["rv"].shape[2] // ph, batch["rv"].shape[3] // pw
-        x = torch.cat([vit.prefix_tokens(1), torch.randn(1, ht * wt, vit.width, device=device)], 1)
-        result["tokens"] = ht * wt
-
-        def run():
-            with torch.no_grad(), ac():
-                vit.final_norm(vit.run_blocks(x, 0, vit.depth, (ht, wt)))
-    else:
-        task = SegmentationTask(model, cfg.loss).train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-        def run():
-            with ac():
-                loss = task(batch)["loss"]
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-    med, times = median_time(run, args.repeats, warmup=1, device=device)
-    result.update({"seconds": med, "times": times, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": base_rss})
-    if device.type == "cuda":
-        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return result
+    cfg = load_bench_config(args.config, overrides)
+    return measure_model(cfg, args.mode, device, args.repeats, warmup=1, amp=args.amp, train_batch=2)
 
 
 def main() -> None:

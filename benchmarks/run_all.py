@@ -1,14 +1,23 @@
 """`make bench`: run every benchmark script, then write benchmarks/RESULTS.md from their JSON.
 
-    python benchmarks/run_all.py [--quick]
+    python benchmarks/run_all.py [--quick] [--skip-study] [--only-report] [--repeats N] [--device auto|cpu|cuda]
 
---quick: fewer repeats (for a smoke run). Each script can also be run on its own (see its --help).
+Runs data_bench.py, model_bench.py, deform_attn_bench.py, speed_bench.py (CPU always, and CUDA
+when the machine has one), scaling_bench.py and the label-efficiency study (label_efficiency.py,
+resumable: finished runs are kept), then writes benchmarks/RESULTS.md: the machine, every table,
+the plots (copied to benchmarks/plots/ so that the committed RESULTS.md shows them) and the
+papers' reported numbers beside ours, marked "reported, not reproduced".
+
+--quick: smoke run (1 repeat, test-size models for speed/scaling, the quick study spec) - its
+numbers mean nothing. --only-report: rewrite RESULTS.md from the JSON already in benchmarks/out/.
+Each script can also be run on its own (see its --help).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +25,23 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
+PLOTS = HERE / "plots"
+sys.path.insert(0, str(HERE))
+
+# The papers' numbers (mIoU %, validation sets unless said otherwise) - reported, not reproduced.
+REPORTED = [
+    ("BALViT", "SemanticKITTI val, 1 % labels", 51.87, "the BALViT paper (issue text)"),
+    ("BALViT", "nuScenes val, 1 % labels", 59.30, "the BALViT paper (issue text)"),
+    ("RangeViT (ViT-S, Cityscapes init.)", "nuScenes val, 100 %", 75.2, "github.com/valeoai/rangevit README"),
+    ("RangeViT (ViT-S, DINO init.)", "nuScenes val, 100 %", 73.3, "github.com/valeoai/rangevit README"),
+    ("RangeViT (ViT-S, random init.)", "nuScenes val, 100 %", 72.4, "github.com/valeoai/rangevit README"),
+    ("RangeViT (ViT-S, Cityscapes init.)", "SemanticKITTI test, 100 %", 64.0, "github.com/valeoai/rangevit README"),
+    ("ScaLR WI-48-768 (DINOv2 ViT-L/14), linear probing", "nuScenes val", 67.8, "github.com/valeoai/ScaLR README (v0.1.0 models)"),
+    ("ScaLR WI-48-768 (DINOv2 ViT-L/14), linear probing", "SemanticKITTI val", 55.8, "github.com/valeoai/ScaLR README (v0.1.0 models)"),
+    ("ScaLR WI-48-768 (DINOv2 ViT-L/14), fine-tuned", "nuScenes val, 100 %", 78.4, "github.com/valeoai/ScaLR README (v0.1.0 models)"),
+    ("ScaLR WI-48-768 (DINOv2 ViT-L/14), fine-tuned", "SemanticKITTI val, 100 %", 65.8, "github.com/valeoai/ScaLR README (v0.1.0 models)"),
+    ("WaffleIron WI-48-768, no pretraining", "nuScenes val, 100 %", 78.7, "github.com/valeoai/ScaLR README (v0.1.0 models)"),
+]
 
 
 def run(script: str, *args: str) -> None:
@@ -30,9 +56,37 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def results_md() -> str:
+def results_md(quick: bool = False) -> str:
+    from common import machine, machine_line
+
     lines = ["# Benchmark results", "", "Written by `make bench` (`benchmarks/run_all.py`); every figure is a median of",
-             "repeated runs after a warm-up, measured on the machine named in each section.", ""]
+             "repeated runs after a warm-up, measured on the machine named in each section; ratios compare figures",
+             "of the same invocation.", "", f"This report was written on: {machine_line(machine())}.", ""]
+    n_header = len(lines)
+    sp = load("speed_bench")
+    if sp:
+        import speed_bench
+
+        lines.append(speed_bench.markdown(sp))
+    spc = load("speed_bench_cuda")
+    if spc:
+        import speed_bench
+
+        lines.append(speed_bench.markdown(spc).replace("## Speed and memory of every model", "## Speed and memory of every model (CUDA)"))
+    sc = load("scaling_bench")
+    if sc:
+        import scaling_bench
+
+        lines.append(scaling_bench.markdown(sc, plot_link=plot_link(OUT / "scaling_bench.png")))
+    le_dir = OUT / ("label_efficiency_quick" if quick else "label_efficiency")
+    le_path = le_dir / "results.json"
+    if le_path.is_file():
+        import label_efficiency
+
+        le = json.loads(le_path.read_text())
+        lines += ["## Label efficiency (synthetic world)", "", f"Machine: {machine_line(le['machine'])}.",
+                  f"Spec: {le.get('description', '')}; sizes: " + "; ".join(f"{k} {v}" for k, v in (le.get("sizes") or {}).items()) + ".",
+                  "", label_efficiency.markdown(le, plot_link=plot_link(le_dir / "label_efficiency.png"))]
     d = load("data_bench")
     if d:
         m = d["machine"]
@@ -72,21 +126,68 @@ def results_md() -> str:
             v = da[k]
             lines.append(f"| {k} | {v['fast_ms']:.1f} ms | {v['naive_ms']:.1f} ms | {v['ratio_naive_over_fast']:.2f} |")
         lines.append("")
+    if len(lines) == n_header:  # nothing measured yet
+        lines += ["**Nothing measured yet**: run `make bench` (or `python benchmarks/run_all.py`) on a quiet machine;",
+                  "the tables of every script and the label-efficiency study then appear here.", ""]
+    lines += reported_md()
     return "\n".join(lines) + "\n"
 
 
+def plot_link(src: Path) -> str | None:
+    """Copy a plot next to RESULTS.md (benchmarks/plots/, tracked) and return its relative link."""
+    if not src.is_file():
+        return None
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, PLOTS / src.name)
+    return f"plots/{src.name}"
+
+
+def reported_md() -> list[str]:
+    from common import md_table
+
+    rows = [[m, s, f"{v:.2f}", src] for m, s, v, src in REPORTED]
+    return ["## Published numbers (reported, not reproduced)", "",
+            "Numbers from the papers / official repositories, trained on the real datasets with the authors' full",
+            "recipes. They are NOT reproduced here: the label-efficiency study above runs on the synthetic world",
+            "with reduced models, so its mIoU values are not comparable with these.", "",
+            md_table(["model (reported, not reproduced)", "setting", "mIoU %", "source"], rows, "llrl"), ""]
+
+
 def main() -> None:
+    global OUT, PLOTS
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, test-size models, the quick study")
+    p.add_argument("--skip-study", action="store_true", help="do not run the label-efficiency study")
+    p.add_argument("--only-report", action="store_true", help="only rewrite RESULTS.md from benchmarks/out/")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="speed/scaling device besides the CPU")
+    p.add_argument("--repeats", type=int, default=None, help="repeats of every timing script (default: each script's own)")
+    p.add_argument("--out-dir", default=str(OUT), help="where the scripts' JSON / plots go (default benchmarks/out)")
+    p.add_argument("--results", default=str(HERE / "RESULTS.md"), help="the report (plots are copied to its plots/ folder)")
     args = p.parse_args()
-    reps = ["--repeats", "1"] if args.quick else []
-    run("data_bench.py", *reps)
-    run("model_bench.py", *reps)
-    run("deform_attn_bench.py", *reps)
+    OUT = Path(args.out_dir)
+    PLOTS = Path(args.results).parent / "plots"
+    import torch
+
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    reps = ["--repeats", "1"] if args.quick else (["--repeats", str(args.repeats)] if args.repeats else [])
+    quick = ["--quick"] if args.quick else []
+    if not args.only_report:
+        run("data_bench.py", *reps, "--out", str(OUT / "data_bench.json"),
+            *(["--frames", "2", "--skip-generator"] if args.quick else []))
+        if not args.quick:
+            run("model_bench.py", *reps, "--out", str(OUT / "model_bench.json"))
+        run("deform_attn_bench.py", *reps, "--out", str(OUT / "deform_attn_bench.json"))
+        run("speed_bench.py", "--device", "cpu", "--out", str(OUT / "speed_bench.json"), *quick, *reps)
+        if cuda:
+            run("speed_bench.py", "--device", "cuda", "--out", str(OUT / "speed_bench_cuda.json"), *quick, *reps)
+        run("scaling_bench.py", "--device", "cuda" if cuda else "cpu", "--out", str(OUT / "scaling_bench.json"), *quick, *reps)
+        if not args.skip_study:
+            run("label_efficiency.py", *quick, "--keep-going",
+                "--out", str(OUT / ("label_efficiency_quick" if args.quick else "label_efficiency")))
     from balvit.io import write_text
 
-    path = HERE / "RESULTS.md"
-    write_text(path, results_md())
+    path = Path(args.results)
+    write_text(path, results_md(args.quick))
     print(f"\nwritten {path}")
 
 
