@@ -10,8 +10,8 @@ import torch
 
 from balvit.config import load_config
 from balvit.data.labels import IGNORE
-from balvit.data.pseudolabels import (ColorRegionPredictor, SAMPLG, SamMaskPredictor, densify, pixel_confusion,
-                                      pixel_scores, project_labels, stability_score)
+from balvit.data.pseudo_labels import (ColorRegionPredictor, SAMPLG, SamMaskPredictor, densify, pixel_confusion,
+                                       pixel_scores, project_labels, stability_score)
 from balvit.engine import dist as D
 from balvit.errors import CheckpointError, ConfigError
 from balvit.losses import kl_distillation
@@ -252,7 +252,7 @@ def test_camera_label_dataset_flip_keeps_points_on_their_labels(syn):
     from dataclasses import replace
 
     from balvit.data.dataset import SegmentationDataset, build_reader
-    from balvit.data.pseudolabels import CameraLabelDataset
+    from balvit.data.pseudo_labels import CameraLabelDataset
 
     cfg = load_config(TEACHER, [f"data.root={syn}", "elite.pseudo_labels.mode=projection"])
     reader = build_reader(cfg.data, "train")
