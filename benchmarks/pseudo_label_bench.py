@@ -70,7 +70,7 @@ def main() -> None:
             row = {"radius": radius, "mode": mode, "miou": pooled["miou"], "coverage": pooled["coverage"],
                    "background_on_labelled": pooled["background_on_labelled"],
                    "miou_per_frame": [s["miou"] for s in per_frame], "seconds_per_image": float(np.mean(seconds)),
-                   "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(reader.labels.class_names, pooled["iou"])}}
+                   "iou": dict(zip(reader.labels.class_names, pooled["iou"].values()))}
             results.append(row)
             print(f"radius {radius}  {mode:<10} pixel mIoU {row['miou']:5.1f} %  coverage {row['coverage']:5.1f} %  "
                   f"background on labelled pixels {row['background_on_labelled']:5.1f} %  "

@@ -10,8 +10,8 @@ import torch
 
 from balvit.config import load_config
 from balvit.data.labels import IGNORE
-from balvit.data.pseudolabels import (ColorRegionPredictor, SAMPLG, SamMaskPredictor, densify, pixel_confusion,
-                                      pixel_scores, project_labels, stability_score)
+from balvit.data.pseudo_labels import (ColorRegionPredictor, SAMPLG, SamMaskPredictor, densify, pixel_confusion,
+                                       pixel_scores, project_labels, stability_score)
 from balvit.engine import dist as D
 from balvit.errors import CheckpointError, ConfigError
 from balvit.losses import kl_distillation
@@ -149,6 +149,62 @@ def test_kl_term_is_zero_when_student_and_teacher_agree():
     assert kl_distillation(student[:0], teacher[:0]).item() == 0.0
 
 
+def test_kitti_student_config_is_in_the_parameter_budget():
+    """The SemanticKITTI student (the one whose speed benchmarks/student_bench.py reports) has
+    1.5-2.5 M parameters, all trainable, and no frozen parts: inference needs nothing else."""
+    cfg = load_config(REPO / "config/baselines/elite_kitti_student.yaml")
+    report = build_model(cfg, 19).param_report()
+    assert 1.5e6 <= report["total"] <= 2.5e6, report
+    assert report["trainable"] == report["total"]
+
+
+def test_ppmskd_stage_kd_terms_vanish_when_every_stage_matches_its_teacher_head():
+    """The student task's per-stage KD terms (lambda_xm KL at the points' pixels, teacher detached)
+    are zero when each stage's logits equal its paired teacher head at the visible points (whatever
+    the invisible points hold), and positive when the stages are paired with the wrong heads."""
+    from balvit.tasks.elite import ELiTeStudentTask
+
+    torch.manual_seed(0)
+    scfg = load_config(STUDENT, SMALL_STUDENT)
+    teacher = build_model(teacher_cfg(*TINY_SAM), 19)  # two heads (coarse, fine)
+    task = ELiTeStudentTask(build_model(scfg, 19), teacher, scfg)
+    assert task.pairs == [1, 1, 0, 0]
+    g = torch.Generator().manual_seed(3)
+    n, h, w = 60, 40, 130
+    uv = torch.stack([torch.rand(n, generator=g) * (w - 1), torch.rand(n, generator=g) * (h - 1)], 1)
+    valid = torch.rand(n, generator=g) < 0.7
+    image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+    batch = {"points": torch.randn(n, 4, generator=g), "offsets": torch.tensor([0, n]),
+             "labels": torch.randint(0, 19, (n,), generator=g), "index": torch.tensor([0]),
+             "cameras": [[{"image": image, "uv": uv, "valid": valid}]]}
+    with torch.no_grad():
+        heads, visible = teacher.point_logits(batch, teacher.forward_images([image]))
+    assert torch.equal(visible, valid) and not torch.allclose(heads[0], heads[1])
+
+    made = {}
+
+    def student(pairs):
+        def forward(_batch):
+            aux = made["aux"] = {}
+            for s, k in enumerate(pairs):
+                logits = torch.randn(n, 19, generator=g) * 5  # invisible points: anything
+                logits[visible] = heads[k][visible]
+                aux[f"stage{s + 1}"] = logits.requires_grad_()
+            return {"logits": torch.randn(n, 19, generator=g, requires_grad=True), "aux": aux}
+        return forward
+
+    task.model.forward = student(task.pairs)
+    terms = task(batch)["losses"]
+    kd = [terms[f"stage{s + 1}_kd"].item() for s in range(4)]
+    assert kd == pytest.approx([0.0] * 4, abs=1e-5)
+    task.model.forward = student(task.pairs[::-1])  # finest stage on the coarsest head etc.
+    out = task(batch)
+    wrong = [out["losses"][f"stage{s + 1}_kd"].item() for s in range(4)]
+    assert wrong[0] > 1e-3 and wrong[3] > 1e-3
+    (grad,) = torch.autograd.grad(out["losses"]["stage1_kd"], made["aux"]["stage1"])
+    assert grad[visible].abs().sum() > 0 and torch.count_nonzero(grad[~visible]) == 0  # KD only where seen
+
+
 def test_student_stages_pair_with_teacher_heads_of_the_same_depth():
     assert stage_pairs(4, 3) == [2, 1, 1, 0]  # finest stage <-> finest head, coarsest <-> coarsest
     assert stage_pairs(4, 1) == [0, 0, 0, 0]
@@ -252,7 +308,7 @@ def test_camera_label_dataset_flip_keeps_points_on_their_labels(syn):
     from dataclasses import replace
 
     from balvit.data.dataset import SegmentationDataset, build_reader
-    from balvit.data.pseudolabels import CameraLabelDataset
+    from balvit.data.pseudo_labels import CameraLabelDataset
 
     cfg = load_config(TEACHER, [f"data.root={syn}", "elite.pseudo_labels.mode=projection"])
     reader = build_reader(cfg.data, "train")

@@ -131,7 +131,7 @@ def cmd_stats(args) -> int:
 
 
 def cmd_pseudolabels(args) -> int:
-    from .data.pseudolabels import write_pseudolabels
+    from .data.pseudo_labels import write_pseudolabels
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = _config(args)

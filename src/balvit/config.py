@@ -326,11 +326,11 @@ class DistillConfig:
 
 @dataclass
 class PseudoLabelConfig:
-    """Camera pseudo-labels from labelled LiDAR points (data/pseudo_labels.py)."""
+    """Camera pseudo-labels from labelled LiDAR points (data/pseudo_labels/boxes.py)."""
 
     densify_radius: int = 4  # pixels: a pixel takes the label of the closest point within this radius
     # box prompts for thing instances: none | standin (convex hull of the instance's projected points)
-    # | sam:<local HF SAM directory or hf:<id> in the local cache>
+    # | sam:<local HF SAM directory, hf:<id> in the local cache, or random (untrained tiny SAM, smoke runs)>
     sam: str = "standin"
     thing_classes: list[str] = field(default_factory=list)  # empty: the dataset's thing classes
     cluster_radius: float = 0.5  # metres: thing points closer than this join one instance cluster
@@ -355,7 +355,7 @@ class CameraTaskConfig:
 
 @dataclass
 class SamPLGConfig:
-    """ELiTe's dense camera labels from sparse projected LiDAR labels (SAM-PLG, data/pseudolabels.py)."""
+    """ELiTe's dense camera labels from sparse projected LiDAR labels (SAM-PLG, data/pseudo_labels/samplg.py)."""
 
     # projection: labelled points' pixels only; densify: + nearest labelled pixel within
     # densify_radius; sam: SAM-PLG on the fly; files: read what `balvit pseudolabels` wrote to `directory`

@@ -3,7 +3,7 @@
 Implements the two networks of "ELiTe: Efficient Image-to-LiDAR Knowledge Transfer for Semantic
 Segmentation" (Zhibo Zhang, Ximing Yang, Weizhong Zhang, Cheng Jin; ICME 2024, arXiv:2405.04121)
 from the paper's description; the training objectives are in tasks/elite.py and the SAM-based
-pseudo-labels in data/pseudolabels.py. Facts used: a vision foundation model (the SAM image encoder)
+pseudo-labels in data/pseudo_labels/samplg.py. Facts used: a vision foundation model (the SAM image encoder)
 as teacher, tuned parameter-efficiently with AdaLoRA (Zhang et al., ICLR 2023) or LoRA (Hu et al.,
 ICLR 2022), multi-scale per-pixel predictions of the teacher distilled into every stage of a student
 of about 1.9 M parameters that runs at 24 Hz; the official code builds on 2DPASS (Yan et al., ECCV
@@ -28,21 +28,17 @@ uses the student alone.
 from __future__ import annotations
 
 import logging
-import warnings
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError
 from .base import SegModel
 from .heads import ConvBNAct, PointMLP
+from .sam import IMAGENET_MEAN, IMAGENET_STD, build_sam
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # DINOv2 and SAM normalise images with the ImageNet statistics
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ==================================================================================== student
@@ -146,51 +142,6 @@ class ELiTeStudent(SegModel):
 
 
 # ==================================================================================== teacher
-
-
-def tiny_sam_config():
-    """A SAM of a few thousand parameters (64 x 64 input, patch 8) for tests and smoke runs."""
-    from transformers import SamConfig
-
-    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_dim=64, image_size=64,
-                  patch_size=8, window_size=4, global_attn_indexes=[1], output_channels=16, num_pos_feats=8)
-    prompt = dict(hidden_size=16, image_size=64, image_embedding_size=8, mask_input_channels=4)
-    decoder = dict(hidden_size=16, num_attention_heads=2, mlp_dim=32, iou_head_hidden_dim=16)
-    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
-
-
-def build_sam(weights: str, arch: str = "vit_b"):
-    """A transformers SamModel (eval mode) from `weights`: hf:<id> (local Hugging Face cache only),
-    a local directory in Hugging Face format, or `random` (seeded, untrained: `arch` vit_b or tiny)."""
-    from transformers import SamConfig, SamModel
-
-    if weights == "random":
-        if arch != "tiny":
-            warnings.warn("SAM is UNTRAINED (sam_weights=random): its masks and features are meaningless "
-                          "for anything but tests", UserWarning, stacklevel=2)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = SamModel(tiny_sam_config() if arch == "tiny" else SamConfig())
-        return model.eval()
-    if weights.startswith("hf:"):
-        repo = weights[3:]
-        try:
-            from huggingface_hub import snapshot_download
-
-            directory = Path(snapshot_download(repo_id=repo, local_files_only=True))
-        except Exception as err:
-            raise ConfigError(
-                f"SAM weights {weights}: {repo!r} is not in the local Hugging Face cache and nothing is downloaded "
-                f"here ({type(err).__name__}); copy it into the cache, point the setting at a local directory, "
-                "or use the DINOv2 teacher (model.elite_teacher.encoder=dinov2)") from None
-    else:
-        directory = Path(weights).expanduser()
-        if not directory.is_dir():
-            raise ConfigError(f"SAM weights {weights!r}: not hf:<id>, random or an existing directory")
-    try:
-        return SamModel.from_pretrained(str(directory)).eval()
-    except Exception as err:
-        raise DataError(f"{directory}: cannot load a SAM model ({type(err).__name__}: {err})") from None
 
 
 def state_sha256(state: dict) -> str:

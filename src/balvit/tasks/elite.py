@@ -4,7 +4,7 @@ Implements the objectives of "ELiTe: Efficient Image-to-LiDAR Knowledge Transfer
 Segmentation" (Zhang et al., ICME 2024), whose code builds on 2DPASS (Yan et al., ECCV 2022):
 
 - `elite_teacher` (task and model): the foundation teacher (models/elite.py) learns per-pixel
-  classes from camera pseudo-labels (data/pseudolabels.py: projected LiDAR labels, densified, or
+  classes from camera pseudo-labels (data/pseudo_labels/samplg.py: projected LiDAR labels, densified, or
   SAM-PLG), loss = sum over its heads of CE + Lovasz on the labelled pixels (+ AdaLoRA's
   orthogonality regulariser); only adapters and heads train. Its validation reads the finest head
   at the pixels of the validation points (mIoU over camera-visible points) and, where the dataset has
@@ -105,7 +105,7 @@ class ELiTeTeacherTask(Task):
 
     def train_dataset(self, trainer):
         from ..data.dataset import SegmentationDataset
-        from ..data.pseudolabels import CameraLabelDataset
+        from ..data.pseudo_labels import CameraLabelDataset
 
         cfg = self.cfg
         base = SegmentationDataset(trainer.train_reader, replace(cfg.data, cameras=True), train=False)
@@ -134,7 +134,7 @@ class ELiTeTeacherTask(Task):
 @torch.no_grad()
 def evaluate_teacher(teacher, reader, cfg, info, max_frames: int = 0) -> dict:
     from ..data.dataset import SegmentationDataset, collate, to_device
-    from ..data.pseudolabels import CameraLabelDataset, pixel_confusion, pixel_scores
+    from ..data.pseudo_labels import CameraLabelDataset, pixel_confusion, pixel_scores
     from ..engine import dist as D
     from ..engine.metrics import ConfusionMatrix, summarize
 
@@ -230,7 +230,7 @@ class ELiTeStudentTask(Task):
 
     def train_dataset(self, trainer):
         from ..data.dataset import SegmentationDataset
-        from ..data.pseudolabels import CameraLabelDataset
+        from ..data.pseudo_labels import CameraLabelDataset
 
         cfg = self.cfg
         base = SegmentationDataset(trainer.train_reader, replace(cfg.data, cameras=True), train=True, seed=cfg.train.seed)

@@ -3,7 +3,7 @@
 The training schemes of the MultiViT study on top of RangeViT (Ando et al., CVPR 2023): the camera
 branch (CameraViT, models/multivit.py) shares the ViT with the LiDAR branch and learns from camera
 pseudo-labels (LiDAR labels projected into the image and densified, optionally SAM masks from
-instance box prompts: data/pseudo_labels.py).
+instance box prompts: data/pseudo_labels/boxes.py).
 
 - `multivit_camera` (camera pretraining): only the camera branch and the shared ViT are trained,
   loss = CE-or-focal + Lovasz over the pixels (classes + background) against the pseudo-labels.

@@ -21,7 +21,8 @@ Label image values: train ids 0..C-1, C = background (no LiDAR evidence, e.g. sk
 
 Predictors share one interface, `predict(image (H, W, 3) uint8, boxes (K, 4) xyxy pixels,
 points: list of (P_k, 2) (u, v) arrays or None) -> masks (K, H, W) bool`:
-  - `SamBoxPredictor`: a `transformers` SamModel (local weights, or a small random one in tests);
+  - `SamBoxPredictor`: a `transformers` SamModel (models/sam.py: local weights, or a small random
+    one in tests);
   - `HullPredictor`: the stand-in used when no SAM weights exist: the convex hull of the
     instance's projected points inside its box (the whole box without points), limited to pixels
     whose colour matches the colour under one of the points.
@@ -36,9 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from .camera import pixel_index, project_points
-from .labels import IGNORE
+from ...errors import ConfigError
+from ...models.sam import SamPrompter, build_sam
+from ..camera import pixel_index, project_points
+from ..labels import IGNORE
+from .common import camera_depth, densify, pixel_confusion, pixel_scores, project_labels, read_label_png, write_label_png
 
 log = logging.getLogger(__name__)
 
@@ -48,56 +51,6 @@ THING_CLASSES = {
     "nuscenes": ("barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
                  "traffic_cone", "trailer", "truck"),
 }
-
-
-# ------------------------------------------------------------------------------- projection
-
-
-def camera_depth(xyz: np.ndarray, T_cam_lidar: np.ndarray) -> np.ndarray:
-    """(N, 3) lidar points -> (N,) depth along the camera's optical axis."""
-    T = np.asarray(T_cam_lidar, dtype=np.float64)
-    return xyz[:, :3].astype(np.float64) @ T[2, :3] + T[2, 3]
-
-
-def sparse_label_image(uv: np.ndarray, valid: np.ndarray, depth: np.ndarray, labels: np.ndarray,
-                       size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """z-buffer of the projected points: (H, W) label (255 where no point; a winning point labelled
-    ignore keeps 255 but occupies the pixel) and (H, W) depth (inf where empty)."""
-    h, w = size
-    px = pixel_index(uv[valid])
-    d = depth[valid]
-    lab = labels[valid]
-    flat = px[:, 1] * w + px[:, 0]
-    order = np.lexsort((d, flat))  # by pixel, then depth
-    flat, d, lab = flat[order], d[order], lab[order]
-    first = np.ones(len(flat), dtype=bool)
-    first[1:] = flat[1:] != flat[:-1]
-    label_img = np.full(h * w, IGNORE, dtype=np.int64)
-    depth_img = np.full(h * w, np.inf, dtype=np.float64)
-    label_img[flat[first]] = lab[first]
-    depth_img[flat[first]] = d[first]
-    return label_img.reshape(h, w), depth_img.reshape(h, w)
-
-
-def densify(label_img: np.ndarray, depth_img: np.ndarray, radius: int, background: int,
-            occlusion_ratio: float = 1.3) -> np.ndarray:
-    """Sparse z-buffered labels -> dense (H, W): nearest remaining point within `radius` pixels,
-    `background` beyond. Points farther than occlusion_ratio x the closest point within the window
-    are dropped first (background seen between the points of a nearer surface)."""
-    from scipy import ndimage
-
-    occupied = np.isfinite(depth_img)
-    out = np.full(label_img.shape, background, dtype=np.int64)
-    if not occupied.any():
-        return out
-    if radius > 0:
-        big = np.where(occupied, depth_img, np.inf)
-        local_min = ndimage.minimum_filter(big, size=2 * radius + 1, mode="nearest")
-        occupied &= depth_img <= occlusion_ratio * local_min
-    dist, (ri, ci) = ndimage.distance_transform_edt(~occupied, return_indices=True)
-    near = dist <= radius
-    out[near] = label_img[ri[near], ci[near]]
-    return out
 
 
 # -------------------------------------------------------------------------------- instances
@@ -232,60 +185,29 @@ class HullPredictor:
         return masks
 
 
-class SamBoxPredictor:
-    """Box prompts through a `transformers` SamModel: the image is resized so its longer side is the
-    model's input size, ImageNet-normalised and zero-padded to a square; one mask per box
-    (multimask_output=False), up-sampled back to the image and thresholded at 0."""
-
-    def __init__(self, model, device: str = "cpu"):
-        import torch
-
-        self.model = model.eval().to(device)
-        self.device = torch.device(device)
-        self.size = int(model.config.vision_config.image_size)
-        self.name = f"sam-{model.config.vision_config.hidden_size}"
+class SamBoxPredictor(SamPrompter):
+    """Box prompts through a `transformers` SamModel (models/sam.py): one mask per box
+    (multimask_output=False), at the image's resolution, thresholded at 0."""
 
     @classmethod
     def from_pretrained(cls, where: str, device: str = "cpu") -> "SamBoxPredictor":
-        """A local SAM directory, or hf:<id> in the local Hugging Face cache (never downloaded)."""
-        from transformers import SamModel
-
-        source = where[3:] if where.startswith("hf:") else where
-        if not where.startswith("hf:") and not Path(where).is_dir():
-            raise ConfigError(f"pseudo_labels.sam=sam:{where}: no such SAM model directory")
-        try:
-            model = SamModel.from_pretrained(source, local_files_only=True)
-        except Exception as err:
-            raise ConfigError(f"pseudo_labels.sam=sam:{where}: cannot load SAM weights locally ({err}); "
-                              "use pseudo_labels.sam=standin when no SAM weights are available") from err
-        return cls(model, device)
+        """A local SAM directory, hf:<id> in the local Hugging Face cache (never downloaded), or
+        `random` (an untrained tiny SAM, for smoke runs)."""
+        return cls(build_sam(where, "tiny"), device)
 
     def predict(self, image: np.ndarray, boxes: np.ndarray, points: list[np.ndarray] | None = None) -> np.ndarray:
-        import torch
-        import torch.nn.functional as F
-
         h, w = image.shape[:2]
         if len(boxes) == 0:
             return np.zeros((0, h, w), dtype=bool)
-        scale = self.size / max(h, w)
-        nh, nw = int(round(h * scale)), int(round(w * scale))
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().to(self.device) / 255.0
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
-        mean = torch.tensor([0.485, 0.456, 0.406], device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225], device=self.device).view(1, 3, 1, 1)
-        x = F.pad((x - mean) / std, (0, self.size - nw, 0, self.size - nh))
-        b = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=self.device)
-        b = ((b + 0.5) * scale)[None]  # (1, K, 4) in the resized image, pixel edges
-        with torch.no_grad():
-            out = self.model(pixel_values=x, input_boxes=b, multimask_output=False)
-        low = out.pred_masks[0, :, 0]  # (K, s, s) over the padded square
-        up = F.interpolate(low[None], size=(self.size, self.size), mode="bilinear", align_corners=False)
-        up = F.interpolate(up[..., :nh, :nw], size=(h, w), mode="bilinear", align_corners=False)[0]
-        return (up > 0).cpu().numpy()
+        self.set_image(image)
+        edges = np.asarray(boxes, dtype=np.float32) + 0.5  # pixel centres -> pixel edges
+        logits, _ = self.decode(boxes=edges, multimask=False)  # (K, 1, H, W)
+        return logits[:, 0] > 0
 
 
 def build_predictor(cfg, device: str = "cpu"):
-    """pseudo_labels.sam -> None ("none"), HullPredictor ("standin") or SamBoxPredictor ("sam:<where>")."""
+    """pseudo_labels.sam -> None ("none"), HullPredictor ("standin") or SamBoxPredictor
+    ("sam:<local dir | hf:id | random>")."""
     spec = cfg.sam
     if spec == "none":
         return None
@@ -293,7 +215,7 @@ def build_predictor(cfg, device: str = "cpu"):
         return HullPredictor()
     if spec.startswith("sam:"):
         return SamBoxPredictor.from_pretrained(spec[4:], device)
-    raise ConfigError(f"pseudo_labels.sam must be none, standin or sam:<local dir or hf:id>, got {spec!r}")
+    raise ConfigError(f"pseudo_labels.sam must be none, standin or sam:<local dir, hf:id or random>, got {spec!r}")
 
 
 # ------------------------------------------------------------------------------ the labeller
@@ -329,8 +251,8 @@ class PseudoLabeller:
         cfg = self.cfg
         uv, valid = project_points(xyz, cam)
         depth = camera_depth(xyz, cam.T_cam_lidar)
-        sparse, zbuf = sparse_label_image(uv, valid, depth, labels, (h, w))
-        out = densify(sparse, zbuf, cfg.densify_radius, self.background, self.occlusion_ratio)
+        sparse, zbuf = project_labels((h, w), uv, valid, labels, depth, return_depth=True)
+        out = densify(sparse, cfg.densify_radius, zbuf, self.background, self.occlusion_ratio)
         if self.predictor is not None:
             self._paint_instances(out, xyz, labels, uv, valid, depth, cam, image, instances)
         return out.astype(np.uint8)
@@ -389,20 +311,11 @@ class PseudoLabeller:
         """Read the label image of (frame, camera) from `cache_dir` or compute and store it (PNG, atomic)."""
         if not cache_dir:
             return compute()
-        from PIL import Image
-
-        from ..io import save_image
-
-        safe = frame.replace("/", "_")
-        path = Path(cache_dir) / self.cache_key / f"{safe}__{cam_name}.png"
+        path = Path(cache_dir) / self.cache_key / f"{frame.replace('/', '_')}__{cam_name}.png"
         if path.is_file():
-            try:
-                with Image.open(path) as im:
-                    return np.asarray(im, dtype=np.uint8)
-            except OSError as err:
-                raise DataError(f"{path}: unreadable pseudo-label cache file ({err}); delete it") from err
+            return read_label_png(path).astype(np.uint8)
         out = compute()
-        save_image(path, Image.fromarray(out.astype(np.uint8), mode="L"))
+        write_label_png(path, out)
         return out
 
 
@@ -411,16 +324,11 @@ def label_image_miou(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> d
 
     Pixels whose pseudo-label is ignore are left out (and counted as not covered); background
     (= num_classes) on a labelled pixel is a miss. mIoU = mean over classes present in the truth or
-    the prediction (nanmean, percent)."""
-    keep = (truth != IGNORE) & (pred != IGNORE)
-    t, p = truth[keep].astype(np.int64), pred[keep].astype(np.int64)
-    c = num_classes + 1
-    conf = np.bincount(t * c + p, minlength=c * c).reshape(c, c)[:num_classes]  # rows: true classes
-    tp = np.diag(conf[:, :num_classes]).astype(np.float64)
-    union = conf.sum(1) + conf[:, :num_classes].sum(0) - tp
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
+    the prediction (percent); "iou" maps class index (or name) -> percent or None."""
+    keep = pred != IGNORE
+    conf = pixel_confusion(pred[keep], truth[keep], num_classes)
+    scores = pixel_scores(conf, classes="either")
     labelled = int((truth != IGNORE).sum())
-    return {"miou": float(np.nanmean(iou) * 100) if np.isfinite(iou).any() else float("nan"),
-            "iou": iou * 100, "coverage": float(keep.sum() / max(labelled, 1) * 100),
-            "background_on_labelled": float((p == num_classes).sum() / max(len(p), 1) * 100)}
+    scores["coverage"] = float(conf.sum() / max(labelled, 1) * 100)
+    scores["background_on_labelled"] = float(conf[:, num_classes].sum() / max(conf.sum(), 1) * 100)
+    return scores

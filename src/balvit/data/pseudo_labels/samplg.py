@@ -2,7 +2,7 @@
 
 Implements the Segment-Anything-based pseudo-label generation (SAM-PLG) of "ELiTe: Efficient
 Image-to-LiDAR Knowledge Transfer for Semantic Segmentation" (Zhang et al., ICME 2024) on top of
-Segment Anything (Kirillov et al., ICCV 2023) through `transformers`' SamModel:
+Segment Anything (Kirillov et al., ICCV 2023) through `transformers`' SamModel (models/sam.py):
 
 1. projection: every labelled LiDAR point marks its pixel (the nearest point wins a pixel);
 2. prompts: for every class, the projected pixels of that class are grouped into clusters (pixels
@@ -20,8 +20,9 @@ Segment Anything (Kirillov et al., ICCV 2023) through `transformers`' SamModel:
 
 `ColorRegionPredictor` is a stand-in with the same interface and no learned weights (connected
 regions of similar colour around the positive points): it lets tests and machines without SAM
-weights run the whole pipeline. `pixel_confusion` / `pixel_scores` score any label image against the
-synthetic renderer's per-pixel classes; `write_pseudolabels` is the `balvit pseudolabels` command.
+weights run the whole pipeline. Projection, densification, scoring against the synthetic renderer's
+per-pixel classes and label PNGs come from common.py; `write_pseudolabels` is the
+`balvit pseudolabels` command.
 
 Label images hold train ids (uint8 PNG on disk), 255 = no label.
 """
@@ -35,50 +36,16 @@ from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from ..errors import DataError
-from .camera import load_mask, pixel_index
-from .labels import IGNORE
+from ...errors import DataError
+from ...models.sam import SamPrompter, build_sam
+from ..camera import load_mask
+from ..labels import IGNORE
+from .common import densify, pixel_confusion, pixel_scores, project_labels, read_label_png, write_label_png
 
 log = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------------------- projection
-
-
-def project_labels(shape: tuple[int, int], uv: np.ndarray, valid: np.ndarray, labels: np.ndarray,
-                   depth: np.ndarray | None = None) -> np.ndarray:
-    """(H, W) int64 label image: each pixel hit by visible points takes the label of the nearest one
-    (unlabelled points occlude too and leave 255); 255 where no point projects."""
-    h, w = shape
-    out = np.full(h * w, IGNORE, dtype=np.int64)
-    valid = np.asarray(valid, dtype=bool)
-    if not valid.any():
-        return out.reshape(h, w)
-    px = pixel_index(np.asarray(uv)[valid])
-    flat = px[:, 1] * w + px[:, 0]
-    lab = np.asarray(labels)[valid]
-    d = np.zeros(len(flat)) if depth is None else np.asarray(depth)[valid]
-    order = np.lexsort((d, flat))  # by pixel, nearest first
-    flat_s = flat[order]
-    first = np.ones(len(flat_s), dtype=bool)
-    first[1:] = flat_s[1:] != flat_s[:-1]
-    out[flat_s[first]] = lab[order][first]
-    return out.reshape(h, w)
-
-
-def densify(sparse: np.ndarray, radius: int) -> np.ndarray:
-    """Unlabelled pixels within `radius` pixels of a labelled one take the nearest one's label."""
-    known = sparse != IGNORE
-    if radius <= 0 or not known.any():
-        return sparse.copy()
-    dist, (ri, ci) = ndimage.distance_transform_edt(~known, return_indices=True)
-    out = sparse[ri, ci]
-    out[dist > radius] = IGNORE
-    return out
-
 
 # ---------------------------------------------------------------------------- predictors
 
@@ -96,61 +63,22 @@ class MaskPredictor(Protocol):
         -> mask logits (P, M, H, W) float32 (mask = logits > 0), predicted IoU (P, M)."""
 
 
-class SamMaskPredictor:
-    """A transformers SamModel behind the MaskPredictor interface: the image is resized so that its
-    longer side is the model's input size, normalised and padded (bottom / right) as SAM expects;
-    low-resolution mask logits are up-sampled, cropped to the image and resized back."""
+class SamMaskPredictor(SamPrompter):
+    """A transformers SamModel (models/sam.py) behind the MaskPredictor interface; prompts go
+    through the mask decoder `chunk` at a time."""
 
     def __init__(self, model, device: str | torch.device = "cpu", chunk: int = 8):
-        self.model = model.eval().to(device)
-        self.device = torch.device(device)
-        self.size = int(model.config.vision_config.image_size)
-        self.mask_in = 4 * int(model.config.prompt_encoder_config.image_embedding_size)
+        super().__init__(model, device)
         self.chunk = chunk
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
-        self.mean, self.std = mean.to(self.device), std.to(self.device)
 
-    @torch.no_grad()
-    def set_image(self, image: np.ndarray) -> None:
-        h, w = image.shape[:2]
-        self.scale = self.size / max(h, w)
-        self.shape = (h, w)
-        self.resized = (max(1, int(h * self.scale + 0.5)), max(1, int(w * self.scale + 0.5)))
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
-        x = F.interpolate(x, size=self.resized, mode="bilinear", align_corners=False, antialias=True)
-        x = (x - self.mean) / self.std
-        x = F.pad(x, (0, self.size - self.resized[1], 0, self.size - self.resized[0]))
-        self.embedding = self.model.get_image_embeddings(x)  # (1, C, e, e)
-
-    @torch.no_grad()
     def predict(self, points, labels, masks):
         logits, ious = [], []
         for s in range(0, len(points), self.chunk):
-            lg, iou = self._predict(points[s:s + self.chunk], labels[s:s + self.chunk],
-                                    None if masks is None else masks[s:s + self.chunk])
+            lg, iou = self.decode(points[s:s + self.chunk], labels[s:s + self.chunk],
+                                  masks=None if masks is None else masks[s:s + self.chunk])
             logits.append(lg)
             ious.append(iou)
         return np.concatenate(logits), np.concatenate(ious)
-
-    def _predict(self, points, labels, masks):
-        p = len(points)
-        pts = torch.as_tensor(points, dtype=torch.float32, device=self.device)[:, None] * self.scale  # (P, 1, K, 2)
-        lab = torch.as_tensor(labels, dtype=torch.long, device=self.device)[:, None]  # (P, 1, K)
-        mask_in = None
-        if masks is not None:
-            m = torch.as_tensor(masks, dtype=torch.float32, device=self.device)[:, None]
-            m = F.interpolate(m, size=self.resized, mode="bilinear", align_corners=False)
-            m = F.pad(m, (0, self.size - self.resized[1], 0, self.size - self.resized[0]), value=float(m.min()))
-            mask_in = F.interpolate(m, size=(self.mask_in, self.mask_in), mode="bilinear", align_corners=False)
-        emb = self.embedding.expand(p, -1, -1, -1)
-        out = self.model(image_embeddings=emb, input_points=pts, input_labels=lab, input_masks=mask_in,
-                         multimask_output=True)
-        low = out.pred_masks[:, 0].float()  # (P, M, l, l)
-        up = F.interpolate(low, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        up = up[..., :self.resized[0], :self.resized[1]]
-        up = F.interpolate(up, size=self.shape, mode="bilinear", align_corners=False)
-        return up.cpu().numpy(), out.iou_scores[:, 0].float().cpu().numpy()
 
 
 class ColorRegionPredictor:
@@ -215,12 +143,10 @@ class ColorRegionPredictor:
         return logits, ious
 
 
-def build_predictor(cfg, device: str | torch.device = "cpu") -> MaskPredictor:
+def build_mask_predictor(cfg, device: str | torch.device = "cpu") -> MaskPredictor:
     """The mask predictor named by `elite.pseudo_labels.predictor`."""
     if cfg.predictor == "color":
         return ColorRegionPredictor()
-    from ..models.elite import build_sam
-
     return SamMaskPredictor(build_sam(cfg.sam_weights, cfg.sam_arch), device)
 
 
@@ -347,69 +273,16 @@ class SAMPLG:
         return label, {"prompts": len(prompts), "accepted": accepted, "mask_pixels": covered}
 
 
-# ---------------------------------------------------------------------------- scoring
-
-
-def pixel_confusion(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
-    """(C, C + 1) int64: rows = true class, columns = predicted class, last column = no label.
-    Pixels whose truth is 255 (sky, unlabelled) are left out."""
-    keep = truth != IGNORE
-    t = truth[keep].astype(np.int64)
-    p = pred[keep].astype(np.int64)
-    p = np.where(p == IGNORE, num_classes, p)
-    return np.bincount(t * (num_classes + 1) + p, minlength=num_classes * (num_classes + 1)).reshape(
-        num_classes, num_classes + 1)
-
-
-def pixel_scores(conf: np.ndarray, class_names=None) -> dict:
-    """mIoU (percent) over the classes present in the truth, with unlabelled pixels counted as
-    misses (false negatives); coverage = labelled share of the true pixels; precision = accuracy of
-    the labelled pixels."""
-    conf = np.asarray(conf, dtype=np.int64)
-    c = conf.shape[0]
-    tp = np.diag(conf[:, :c]).astype(np.float64)
-    gt = conf.sum(1).astype(np.float64)
-    pred = conf[:, :c].sum(0).astype(np.float64)
-    present = gt > 0
-    iou = np.where(present, tp / np.maximum(gt + pred - tp, 1), np.nan)
-    labelled = conf[:, :c].sum()
-    names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
-    return {
-        "miou": float(np.nanmean(iou) * 100) if present.any() else float("nan"),
-        "coverage": float(labelled / max(conf.sum(), 1) * 100),
-        "precision": float(tp.sum() / max(labelled, 1) * 100),
-        "pixels": int(conf.sum()),
-        "iou": {n: (None if np.isnan(v) else float(v * 100)) for n, v in zip(names, iou)},
-    }
-
-
 # ---------------------------------------------------------------------------- datasets
+
+
+MISSING = ("write them with `balvit pseudolabels`, or set elite.pseudo_labels.mode to projection / densify / "
+           "sam")
 
 
 def pseudo_label_path(directory: str | Path, frame: str, camera: str) -> Path:
     """Where `balvit pseudolabels` writes the label image of one camera of one frame."""
     return Path(directory) / frame / f"{camera}.png"
-
-
-def read_label_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    if not path.is_file():
-        raise DataError(f"{path}: pseudo-label image missing (write them with `balvit pseudolabels`, or set "
-                        "elite.pseudo_labels.mode to projection / densify / sam)")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im).astype(np.int64)
-    except OSError as err:
-        raise DataError(f"{path}: cannot read pseudo-label image ({err})") from None
-
-
-def write_label_png(path: Path, label: np.ndarray) -> None:
-    from PIL import Image
-
-    from ..io import save_image
-
-    save_image(path, Image.fromarray(np.ascontiguousarray(label.astype(np.uint8))))  # 8-bit grey PNG
 
 
 class CameraLabels:
@@ -422,7 +295,7 @@ class CameraLabels:
 
     def plg(self) -> SAMPLG:
         if self._plg is None:  # built lazily (in each loader worker)
-            self._plg = SAMPLG(build_predictor(self.cfg), self.cfg)
+            self._plg = SAMPLG(build_mask_predictor(self.cfg), self.cfg)
         return self._plg
 
     def __call__(self, frame: str, view: dict, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -430,7 +303,7 @@ class CameraLabels:
         image = view["image"]
         h, w = image.shape[-2:]
         if mode == "files":
-            label = read_label_png(pseudo_label_path(self.cfg.directory, frame, view["name"]))
+            label = read_label_png(pseudo_label_path(self.cfg.directory, frame, view["name"]), MISSING)
             if label.shape != (h, w):
                 raise DataError(f"{pseudo_label_path(self.cfg.directory, frame, view['name'])}: label image is "
                                 f"{label.shape[1]}x{label.shape[0]}, the camera image {w}x{h}")
@@ -502,8 +375,8 @@ def write_pseudolabels(cfg, split: str, out: str | Path, max_frames: int = 0, pr
     projection, projection + densification and SAM-PLG against the renderer's masks when present."""
     from tqdm import tqdm
 
-    from ..io import write_json
-    from .dataset import SegmentationDataset, build_reader
+    from ...io import write_json
+    from ..dataset import SegmentationDataset, build_reader
 
     out = Path(out)
     reader = build_reader(cfg.data, split)
@@ -513,7 +386,7 @@ def write_pseudolabels(cfg, split: str, out: str | Path, max_frames: int = 0, pr
     base = SegmentationDataset(reader, data, train=False)
     pl = cfg.elite.pseudo_labels
     c = reader.labels.num_classes
-    plg = SAMPLG(build_predictor(pl), pl)
+    plg = SAMPLG(build_mask_predictor(pl), pl)
     n = len(reader) if not max_frames else min(max_frames, len(reader))
     confs = {k: np.zeros((c, c + 1), dtype=np.int64) for k in ("projection", "densify", "sam_plg")}
     stats = {"prompts": 0, "accepted": 0, "images": 0}
