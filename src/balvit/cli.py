@@ -143,6 +143,17 @@ def cmd_pseudolabels(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """`make bench` from anywhere: runs the source checkout's benchmarks/run_all.py with the given options."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "run_all.py"
+    if not script.is_file():
+        raise BalvitError(f"{script} not found: the benchmarks ship with the source checkout "
+                          "(install it with `pip install -e .` from a clone, or run `make bench` there)")
+    return subprocess.call([sys.executable, str(script), *args.bench_args], cwd=script.parents[1])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="balvit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -220,10 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--split", default="train", help="split to label (default train)")
     pl.add_argument("--frames", type=int, default=0, help="only the first N frames (0: all)")
     pl.set_defaults(fn=cmd_pseudolabels)
+
+    b = sub.add_parser("bench", help="run the benchmarks (benchmarks/run_all.py; e.g. --quick, --skip-study --repeats 3)")
+    b.add_argument("bench_args", nargs="*", help="options of benchmarks/run_all.py (see `balvit bench --help`)")
+    b.set_defaults(fn=cmd_bench)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # every option after `bench` belongs to benchmarks/run_all.py (--help included)
+        try:
+            return cmd_bench(argparse.Namespace(bench_args=argv[1:]))
+        except BalvitError as e:
+            print(f"balvit bench: error: {e}", file=sys.stderr)
+            return 2
     parser = build_parser()
     # key=value overrides may come after options (`train CFG --save_path X train.lr=1e-3`), which
     # argparse leaves unparsed: collect them, refuse anything else
