@@ -1,6 +1,6 @@
 """ScaLR on the synthetic data: linear probing of a DISTILLED WaffleIron vs a RANDOMLY INITIALISED one.
 
-    python benchmarks/scalr_probe.py [--steps-pretrain 300] [--steps-probe 200] [--finetune] [--threads 1]
+    python benchmarks/scalr_probe.py [--steps-pretrain 300] [--steps-probe 200] [--finetune [--steps-finetune 200]] [--threads 1]
 
 Stages (each is an ordinary `balvit` command; a stage whose output exists is skipped, so the
 script can be stopped and started again):
@@ -55,6 +55,7 @@ def main() -> None:
     p.add_argument("--steps-pretrain", type=int, default=300)
     p.add_argument("--steps-probe", type=int, default=200)
     p.add_argument("--finetune", action="store_true", help="also fine-tune on 1 % of the labels")
+    p.add_argument("--steps-finetune", type=int, default=200)
     p.add_argument("--threads", type=int, default=1, help="torch threads per command (OMP_NUM_THREADS)")
     p.add_argument("--runs", default="runs", help="folder of the runs, relative to the repository")
     p.add_argument("--out", default=str(OUT / "scalr_probe.json"))
@@ -62,6 +63,8 @@ def main() -> None:
 
     runs = Path(args.runs)
     times: dict[str, float] = {}
+    if Path(args.out).is_file():  # wall times of the stages an earlier call ran
+        times.update(json.loads(Path(args.out).read_text()).get("seconds", {}))
     if not (REPO / "data/syn_kitti/sequences/08").is_dir():
         times["generate_kitti"] = balvit(
             "generate", "--format", "semantickitti", "--out", "data/syn_kitti", "--sequences", "00,08",
@@ -86,10 +89,10 @@ def main() -> None:
     if args.finetune and not (REPO / runs / "scalr_ft1/val_metrics.json").is_file():
         times["finetune_1"] = balvit("train", "config/synthetic/scalr_finetune_1.yaml", "--data_root", "data/syn_kitti",
                                      "--save_path", str(runs / "scalr_ft1"), f"train.init_from={pre / 'last.pt'}",
-                                     threads=args.threads)
+                                     f"train.steps={args.steps_finetune}", threads=args.threads)
 
     result = {"machine": machine(), "threads": args.threads, "frames": args.frames,
-              "steps": {"pretrain": args.steps_pretrain, "probe": args.steps_probe},
+              "steps": {"pretrain": args.steps_pretrain, "probe": args.steps_probe, "finetune": args.steps_finetune},
               "seconds": times, "pretrain": metrics(pre)}
     for name, (run, _) in probes.items():
         m = metrics(run)
