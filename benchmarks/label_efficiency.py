@@ -315,6 +315,8 @@ def markdown(d: dict, plot_link: str | None = "label_efficiency.png") -> str:
         lines += ["Pretraining (once): " + "; ".join(f"{p['label']} {p['seconds']:.0f} s" for p in d["pretrain"]) + ".", ""]
     if d.get("failures"):
         lines += ["Failed runs: " + "; ".join(d["failures"]), ""]
+    for note in d.get("notes", []):  # remarks added to results.json by whoever ran the study
+        lines += [f"Note: {note}", ""]
     if plot_link:
         lines += [f"![mIoU vs label fraction]({plot_link})", ""]
     return "\n".join(lines)

@@ -143,6 +143,15 @@ def markdown(d: dict) -> str:
     return "\n".join(lines)
 
 
+def write_result(args, roots: dict, raw: dict[str, dict], models: list) -> dict:
+    """The JSON of everything measured so far (the rows of the (resolution, model) pairs done)."""
+    result = {"machine": machine(), "device": args.device, "amp": args.amp, "repeats": args.repeats,
+              "warmup": args.warmup, "train_batch": args.train_batch, "quick": args.quick, "data": roots,
+              "rows": summarize(raw, models), "raw": raw}
+    write_json(Path(args.out), result)
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -187,10 +196,8 @@ def main() -> None:
             inf, tr = raw[res][entry[0]]["model"], raw[res][entry[0]]["train"]
             print(f"{res:8s} {entry[0]:14s} inference {fmt_cell(inf.get('seconds'))} s  train step "
                   f"{fmt_cell(tr.get('seconds'))} s  {inf.get('error') or tr.get('error') or ''}", flush=True)
-    result = {"machine": machine(), "device": args.device, "amp": args.amp, "repeats": args.repeats,
-              "warmup": args.warmup, "train_batch": args.train_batch, "quick": args.quick, "data": roots,
-              "rows": summarize(raw, models), "raw": raw}
-    write_json(Path(args.out), result)
+            write_result(args, roots, raw, models)  # after every model: an interrupted run keeps what it measured
+    result = write_result(args, roots, raw, models)
     print(markdown(result))
     print(f"written {args.out}")
 
