@@ -37,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, REPO, machine, md_table, write_json  # noqa: E402
+from balvit.io import save_figure  # noqa: E402
 
 SPECS = REPO / "benchmarks" / "label_efficiency"
 SPEC_KEYS = {"description", "generate", "fractions", "budget", "common", "fraction_overrides", "train_overrides",
@@ -342,11 +343,7 @@ def plot(d: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(path, fig)
 
 
 def write_outputs(d: dict, out: Path) -> None:

@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (OUT, autocast_ctx, build_bench_model, dataset_overrides, linear_fit, load_bench_config,  # noqa: E402
                     machine, machine_line, md_table, model_table, synthetic_data, write_json)
+from balvit.io import save_figure  # noqa: E402
 
 DEFAULT_MODELS = "balvit,rangevit,waffleiron,elite_student"
 
@@ -164,11 +165,7 @@ def plot(result: dict, path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"Scaling with points per scan ({result['machine']['cpu']}, {result['device']})", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(path, fig)
 
 
 def markdown(d: dict, plot_link: str | None = "out/scaling_bench.png") -> str:

@@ -53,6 +53,16 @@ def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def save_figure(path: str | os.PathLike, fig, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
 def save_image(path: str | os.PathLike, image) -> Path:
     """Save a PIL image atomically (format from the target suffix)."""
     path = Path(path)

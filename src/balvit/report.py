@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from .config import DataConfig
 from .data.labels import IGNORE, LabelSpec
 from .data.projection import closest_per_cell
-from .io import atomic_path, save_image, write_text
+from .io import save_figure, save_image, write_text
 from .engine.metrics import markdown_table
 
 log = logging.getLogger(__name__)
@@ -156,11 +156,7 @@ def iou_bar_chart(metrics: dict, labels: LabelSpec, path: str | Path, title: str
     ax.axvline(metrics["miou"], color="black", linestyle="--", linewidth=1)
     ax.set_title(title or f"mIoU {metrics['miou']:.2f}")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(path, fig)
 
 
 def write_run_report(path: str | Path, title: str, metrics: dict, sections: dict[str, str], pictures: list[Path]) -> Path:
