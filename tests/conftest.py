@@ -11,9 +11,23 @@ import torch
 
 from balvit.data.base import ScanDataset
 from balvit.data.labels import semantickitti_labels
+from balvit.engine.dist import DistInfo
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 REPO = Path(__file__).resolve().parents[1]
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))  # a single-process run on the CPU
+
+
+def generated_dataset(tmp_path_factory, name: str, fmt: str = "semantickitti", **kw) -> Path:
+    """A small `balvit generate` dataset in a fresh temporary folder: a 16-beam x 256-step sensor;
+    SemanticKITTI sequences 00 and 08 of 3 frames, or 2 nuScenes v1.0-mini frames (`kw` overrides)."""
+    from balvit.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp(name)
+    defaults = ({"frames": 2, "seed": 3, "image_scale": 0.1, "version": "v1.0-mini"} if fmt == "nuscenes" else
+                {"sequences": ["00", "08"], "frames": 3, "seed": 2, "image_scale": 0.25})
+    generate(fmt, root, **{"beams": 16, "azimuth_steps": 256, "progress": False, **defaults, **kw})
+    return root
 
 
 def ring_scan(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

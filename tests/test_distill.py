@@ -15,34 +15,25 @@ from balvit.config import load_config
 from balvit.data.camera import load_mask, pixel_index, project_points
 from balvit.data.dataset import build_reader, collate
 from balvit.data.mixed import MixedDataset
-from balvit.data.synthetic import generate
-from balvit.engine import dist as D
 from balvit.engine.checkpoint import load_checkpoint
 from balvit.engine.trainer import Trainer
 from balvit.losses import cosine_distillation_loss
 from balvit.models import build_model
 from balvit.tasks.distill import DistillDataset, DistillTask, pixel_features
-from conftest import REPO
+from conftest import CPU, REPO, generated_dataset
 
-CPU = D.DistInfo(0, 1, 0, torch.device("cpu"))
 NUS_EXTRA = ("distill.extra_datasets=[{{dataset: nuscenes, root: {root}, version: v1.0-mini, intensity_scale: 0.0039, "
              "range: {{height: 16, width: 128, fov_up: 10.0, fov_down: -30.0}}}}]")
 
 
 @pytest.fixture(scope="module")
 def kitti(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dkitti")
-    generate("semantickitti", root, sequences=["00", "08"], frames=3, seed=2, beams=16, azimuth_steps=256,
-             image_scale=0.25, progress=False)
-    return root
+    return generated_dataset(tmp_path_factory, "dkitti")
 
 
 @pytest.fixture(scope="module")
 def nusc(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dnus")
-    generate("nuscenes", root, frames=2, seed=3, beams=16, azimuth_steps=256, image_scale=0.1, progress=False,
-             version="v1.0-mini")
-    return root
+    return generated_dataset(tmp_path_factory, "dnus", "nuscenes")
 
 
 def tiny(root, *more):

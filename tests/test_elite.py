@@ -12,15 +12,13 @@ from balvit.config import load_config
 from balvit.data.labels import IGNORE
 from balvit.data.pseudo_labels import (ColorRegionPredictor, SAMPLG, SamMaskPredictor, densify, pixel_confusion,
                                        pixel_scores, project_labels, stability_score)
-from balvit.engine import dist as D
 from balvit.errors import CheckpointError, ConfigError
 from balvit.losses import kl_distillation
 from balvit.models import build_model
 from balvit.models.elite import build_sam
 from balvit.tasks.elite import stage_pairs, teacher_image_loss
-from conftest import REPO
+from conftest import CPU, REPO, generated_dataset
 
-CPU = D.DistInfo(0, 1, 0, torch.device("cpu"))
 TEACHER = REPO / "config/synthetic/elite_teacher.yaml"
 STUDENT = REPO / "config/synthetic/elite_student.yaml"
 TINY_SAM = ["model.elite_teacher.encoder=sam", "model.elite_teacher.sam_weights=random",
@@ -38,12 +36,7 @@ def teacher_cfg(*more):
 
 @pytest.fixture(scope="module")
 def syn(tmp_path_factory):
-    from balvit.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("elite_syn")
-    generate("semantickitti", root, sequences=["00", "08"], frames=2, seed=5, beams=32, azimuth_steps=512,
-             image_scale=0.3, progress=False)
-    return root
+    return generated_dataset(tmp_path_factory, "elite_syn", frames=2, seed=5, beams=32, azimuth_steps=512, image_scale=0.3)
 
 
 # ------------------------------------------------------------------------------------- teacher

@@ -16,14 +16,12 @@ import torch
 
 from balvit.config import load_config
 from balvit.data.labels import semantickitti_labels
-from balvit.engine import dist as D
 from balvit.engine.checkpoint import load_checkpoint
 from balvit.engine.trainer import Trainer, run_eval, run_predict
 from balvit.errors import CheckpointError
-from conftest import REPO
+from conftest import CPU, REPO
 from fakedata import write_kitti, write_nuscenes
 
-CPU = D.DistInfo(0, 1, 0, torch.device("cpu"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
 
 
@@ -125,7 +123,7 @@ def test_kitti_predictions_in_the_official_layout(kitti_root, tmp_path):
 
 def test_nuscenes_predictions_are_uint8_1_to_16(tmp_path):
     root = tmp_path / "nus"
-    written = write_nuscenes(root, n_points=400, samples_per_scene=2)
+    write_nuscenes(root, n_points=400, samples_per_scene=2)
     cfg = load_config(REPO / "config/synthetic/tiny.yaml", [
         f"data.root={root}", "data.dataset=nuscenes", "data.version=v1.0-mini", "data.train_sequences=[]",
         "data.val_sequences=[]", "data.intensity_scale=0.0039", "train.steps=1"])

@@ -12,28 +12,19 @@ from balvit.data.dataset import SegmentationDataset
 from balvit.data.nuscenes import NuScenes
 from balvit.data.projection import range_image
 from balvit.data.semantickitti import SemanticKITTI
-from balvit.data.synthetic import generate
-from balvit.engine import dist as D
 from balvit.engine.trainer import Trainer, run_eval
-from conftest import REPO
+from conftest import CPU, REPO, generated_dataset
 
-CPU = D.DistInfo(0, 1, 0, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
 def kitti(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synkitti")
-    generate("semantickitti", root, sequences=["00", "08"], frames=3, seed=2, beams=16, azimuth_steps=256,
-             image_scale=0.25, progress=False)
-    return root
+    return generated_dataset(tmp_path_factory, "synkitti")
 
 
 @pytest.fixture(scope="module")
 def nusc(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synnus")
-    generate("nuscenes", root, frames=2, seed=3, beams=16, azimuth_steps=256, image_scale=0.1, progress=False,
-             version="v1.0-mini")
-    return root
+    return generated_dataset(tmp_path_factory, "synnus", "nuscenes")
 
 
 def agreement(reader, i) -> tuple[int, int]:

@@ -17,7 +17,6 @@ from balvit.data.pseudo_labels import (HullPredictor, PseudoLabeller, SamBoxPred
                                        label_image_miou)
 from balvit.data.semantickitti import SemanticKITTI
 from balvit.data.synthetic import generate
-from balvit.engine import dist as D
 from balvit.engine.checkpoint import load_checkpoint
 from balvit.engine.trainer import Trainer
 from balvit.errors import ConfigError
@@ -25,18 +24,14 @@ from balvit.losses import class_mean_contrastive, class_means
 from balvit.models import build_model
 from balvit.models.foundation import FrozenViT
 from balvit.tasks.multivit import CameraFrames
-from conftest import REPO
+from conftest import CPU, REPO, generated_dataset
 
-CPU = D.DistInfo(0, 1, 0, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
 def syn(tmp_path_factory):
     """A tiny generated SemanticKITTI-format dataset with camera images and per-pixel masks."""
-    root = tmp_path_factory.mktemp("multivit_kitti")
-    generate("semantickitti", root, sequences=["00", "08"], frames=2, seed=2, beams=16, azimuth_steps=256,
-             image_scale=0.25, progress=False)
-    return root
+    return generated_dataset(tmp_path_factory, "multivit_kitti", frames=2)
 
 
 def tiny(root, *more):

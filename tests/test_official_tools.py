@@ -16,15 +16,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 
 from balvit.config import load_config
 from balvit.data.synthetic import generate
-from balvit.engine import dist as D
 from balvit.engine.trainer import Trainer, run_eval, run_predict
-from conftest import REPO
+from conftest import CPU, REPO
 
-CPU = D.DistInfo(0, 1, 0, torch.device("cpu"))
 NUS = ["data.dataset=nuscenes", "data.version=v1.0-mini", "data.train_sequences=[]", "data.val_sequences=[]",
        "data.intensity_scale=0.0039", "data.range.fov_up=10", "data.range.fov_down=-30"]
 

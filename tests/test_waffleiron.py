@@ -10,7 +10,6 @@ from scipy.spatial import cKDTree
 
 from balvit.config import load_config
 from balvit.data.dataset import SegmentationDataset, collate
-from balvit.engine import dist as D
 from balvit.engine.checkpoint import init_model_from, save_checkpoint
 from balvit.engine.optim import build_optimizer
 from balvit.engine.trainer import Trainer, run_eval
@@ -19,10 +18,9 @@ from balvit.models import build_model
 from balvit.models.base import SegModel
 from balvit.models.waffleiron import DropPath, cell_weights, knn_indices, plane_cells, scatter_mean
 from balvit.tasks import SegmentationTask
-from conftest import MemoryScans
+from conftest import CPU, MemoryScans
 from fakedata import write_kitti
 
-CPU = D.DistInfo(0, 1, 0, torch.device("cpu"))
 TINY = [
     "model.name=waffleiron", "model.waffleiron.width=16", "model.waffleiron.depth=3",
     "model.waffleiron.projections=[2,1,0]", "model.waffleiron.grids=[[16,16],[16,4],[16,4]]",
