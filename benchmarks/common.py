@@ -69,8 +69,14 @@ def run_child(script: Path, args: list[str], timeout: float = 3600) -> dict:
     """Run `script --child ...` in a fresh process (so peak memory is its own) and parse its last
     stdout line as JSON."""
     proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode < 0:  # killed by a signal: no traceback to show
+        import signal
+
+        sig = signal.Signals(-proc.returncode).name
+        why = " - most likely the kernel's out-of-memory killer (see dmesg)" if sig == "SIGKILL" else ""
+        raise RuntimeError(f"{script.name} {' '.join(args)} was killed by {sig}{why}\n{proc.stderr[-4000:]}")
     if proc.returncode != 0:
-        raise RuntimeError(f"{script.name} {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"{script.name} {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -191,6 +191,8 @@ def markdown(d: dict, plot_link: str | None = "out/scaling_bench.png") -> str:
         rows = [r if len(r) == len(header) else (r + [None] * (len(header) - len(r)))[:len(header)] for r in rows]
         assert len(header) == 2 * k + 5
         lines += [md_table(header, rows), ""]
+    for note in d.get("notes", []):  # remarks added to the JSON by whoever ran it (how to read the figures)
+        lines += [f"Note: {note}", ""]
     if plot_link:
         lines += [f"![scaling]({plot_link})", ""]
     return "\n".join(lines)

@@ -18,15 +18,21 @@ Per model and resolution, each in a fresh process (so that peak memory is its ow
 Every time is the median of --repeats runs after a warm-up run; ratios to BALViT compare figures of
 the same invocation. --quick: test-size models on a tiny generated dataset, 1 repeat, measured in
 this process (a smoke test: its peak memory is the process's, not the model's).
-Results: benchmarks/out/speed_bench.json (--out).
+Results: benchmarks/out/speed_bench.json (--out). --merge: keep what that file already holds and
+replace only the (resolution, model) pairs measured now - e.g. add nuScenes rows to KITTI ones, or
+re-measure one model with a longer --timeout. Every row records the invocation that measured it; a
+row measured in another invocation than its resolution's BALViT row is flagged in the report, since
+its ratio then compares figures of two runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -82,6 +88,9 @@ def measure(args, entry, res: str, root: str, mode: str) -> dict:
                  "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--train-batch", str(args.train_batch),
                  *(["--amp"] if args.amp else [])]
         return run_child(Path(__file__), flags, timeout=args.timeout)
+    except subprocess.TimeoutExpired:  # too slow for this machine: still a lower bound per run
+        return {"error": f"timed out after {args.timeout:.0f} s ({args.warmup} warm-up + {args.repeats} runs)",
+                "timeout_s": args.timeout, "runs": args.warmup + args.repeats}
     except Exception as e:  # noqa: BLE001 - one failing model (e.g. out of memory) must not lose the others
         return {"error": f"{type(e).__name__}: {str(e)[-500:]}"}
 
@@ -103,8 +112,12 @@ def summarize(raw: dict, models: list) -> dict:
                    "infer_peak_gpu_mb": inf.get("peak_gpu_mb"), "train_peak_gpu_mb": tr.get("peak_gpu_mb"),
                    "trainable_params": (inf.get("params") or tr.get("params") or {}).get("trainable"),
                    "total_params": (inf.get("params") or tr.get("params") or {}).get("total"),
-                   "errors": {m: v["error"] for m, v in per_model[name].items() if "error" in v}}
+                   "errors": {m: v["error"] for m, v in per_model[name].items() if isinstance(v, dict) and "error" in v}}
             row["scans_per_s"] = 1.0 / row["infer_s"] if row["infer_s"] else None
+            for key, m in (("infer_s", inf), ("train_step_s", tr)):  # a timed-out measurement: at least timeout / runs
+                row[f"{key}_at_least"] = m["timeout_s"] / m["runs"] if m.get("timeout_s") and m.get("runs") else None
+            row["invocation"] = per_model[name].get("invocation", 0)
+            row["separate_invocation"] = "balvit" in per_model and row["invocation"] != base.get("invocation", 0)
             for key, ref in (("infer_s", base.get("model", {}).get("seconds")), ("train_step_s", base.get("train", {}).get("seconds"))):
                 row[f"{key}_vs_balvit"] = row[key] / ref if (row[key] and ref) else None
             out.append(row)
@@ -117,9 +130,10 @@ def markdown(d: dict) -> str:
     m = d["machine"]
     lines = ["## Speed and memory of every model", "",
              f"Machine: {machine_line(m)}; device `{d['device']}`{' (bf16 autocast)' if d.get('amp') else ''}. "
-             f"Median of {d['repeats']} runs after {d['warmup']} warm-up run(s), each model in a fresh process; "
+             f"Every figure is a median of repeated runs after warm-up run(s), each model in a fresh process; "
              f"ratios are to BALViT in the same invocation.{' QUICK smoke run (test-size models): not a measurement.' if d.get('quick') else ''}",
              ""]
+    invocations = d.get("invocations") or [{"repeats": d["repeats"], "warmup": d["warmup"]}]
     gpu = d["device"] == "cuda"
     for res, rows in d["rows"].items():
         if not rows:
@@ -127,6 +141,9 @@ def markdown(d: dict) -> str:
         r0 = rows[0]
         lines += [f"### {'SemanticKITTI' if res == 'kitti' else 'nuScenes'} resolution "
                   f"(range image {'x'.join(map(str, (r0['range_image'] or [0, 0, 0, 0])[2:]))}, {fmt_cell(r0['points'])} points per scan)", ""]
+        inv = invocations[min(r0.get("invocation", 0), len(invocations) - 1)]
+        lines += [f"Median of {inv.get('repeats', '?')} runs after {inv.get('warmup', '?')} warm-up run(s)"
+                  + (f", measured {inv['started']}" if inv.get("started", "?") != "?" else "") + ".", ""]
         header = ["model", "scans/s", "inference s/scan", "vs BALViT", f"train step s (batch {d['train_batch']})", "vs BALViT",
                   "peak MB inference", "peak MB training", "trainable params", "total params"]
         if gpu:
@@ -134,20 +151,54 @@ def markdown(d: dict) -> str:
         body = []
         for r in rows:
             mem = ("infer_peak_gpu_mb", "train_peak_gpu_mb") if gpu else ("infer_peak_rss_mb", "train_peak_rss_mb")
-            body.append([r["model"], r["scans_per_s"], r["infer_s"], r["infer_s_vs_balvit"], r["train_step_s"],
+            infer, train = (r[k] if r[k] is not None or not r.get(f"{k}_at_least") else f"> {fmt_cell(r[f'{k}_at_least'])}"
+                            for k in ("infer_s", "train_step_s"))
+            body.append([r["model"], r["scans_per_s"], infer, r["infer_s_vs_balvit"], train,
                          r["train_step_s_vs_balvit"], r[mem[0]], r[mem[1]], r["trainable_params"], r["total_params"]])
         lines += [md_table(header, body), ""]
-        notes = [f"- `{r['model']}`: {r['note']}" + (f"; FAILED: {r['errors']}" if r["errors"] else "") for r in rows]
+        notes = []
+        for r in rows:
+            note = f"- `{r['model']}`: {r['note']}"
+            if r.get("separate_invocation"):
+                inv = invocations[min(r["invocation"], len(invocations) - 1)]
+                note += (f"; measured in a separate invocation ({inv.get('started', '?')}, median of {inv.get('repeats', '?')} "
+                         f"after {inv.get('warmup', '?')} warm-up), so its ratios compare two runs")
+            if r["errors"]:
+                note += f"; FAILED: {r['errors']}"
+            notes.append(note)
         lines += notes + [""]
     lines += ["MultiViT's LiDAR branch is RangeViT (same network and cost); its camera branch is used in training only.", ""]
     return "\n".join(lines)
 
 
-def write_result(args, roots: dict, raw: dict[str, dict], models: list) -> dict:
+def previous_result(args) -> tuple[dict[str, dict], list[dict], dict]:
+    """--merge: the raw measurements, invocations and data roots of the --out file already there
+    (empty when there is none); refuses a file measured on another device / batch / precision."""
+    path = Path(args.out)
+    if not (args.merge and path.is_file()):
+        return {}, [], {}
+    try:
+        prev = json.loads(path.read_text())
+        raw, invocations = prev["raw"], prev.get("invocations")
+    except (ValueError, KeyError) as e:
+        raise SystemExit(f"--merge: {path} is not a speed_bench result ({type(e).__name__}: {e}); move it away or drop --merge")
+    mine = {"device": args.device, "amp": args.amp, "train_batch": args.train_batch, "quick": args.quick}
+    theirs = {k: prev.get(k) for k in mine}
+    if theirs != mine:
+        raise SystemExit(f"--merge: {path} was measured with {theirs}, this run uses {mine}; figures of the two cannot "
+                         "share one table - write to another --out")
+    if not invocations:  # a file from before invocations were recorded: one invocation, the file's settings
+        invocations = [{"started": "?", "repeats": prev.get("repeats"), "warmup": prev.get("warmup"),
+                        "resolutions": list(raw), "models": sorted({m for r in raw.values() for m in r})}]
+    return raw, invocations, prev.get("data") or {}
+
+
+def write_result(args, roots: dict, raw: dict[str, dict], models: list, invocations: list[dict] | None = None) -> dict:
     """The JSON of everything measured so far (the rows of the (resolution, model) pairs done)."""
-    result = {"machine": machine(), "device": args.device, "amp": args.amp, "repeats": args.repeats,
-              "warmup": args.warmup, "train_batch": args.train_batch, "quick": args.quick, "data": roots,
-              "rows": summarize(raw, models), "raw": raw}
+    invocations = invocations or [{"started": time.strftime("%Y-%m-%d %H:%M"), "repeats": args.repeats, "warmup": args.warmup}]
+    result = {"machine": machine(), "device": args.device, "amp": args.amp, "repeats": invocations[-1]["repeats"],
+              "warmup": invocations[-1]["warmup"], "train_batch": args.train_batch, "quick": args.quick, "data": roots,
+              "invocations": invocations, "rows": summarize(raw, models), "raw": raw}
     write_json(Path(args.out), result)
     return result
 
@@ -165,8 +216,10 @@ def main() -> None:
     p.add_argument("--nuscenes-data", default=None, help="nuScenes root (default: synthetic)")
     p.add_argument("--quick", action="store_true", help="test-size models, tiny data, 1 repeat, in this process")
     p.add_argument("--inprocess", action="store_true", help="measure in this process (peak memory is cumulative)")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds per child measurement")
+    p.add_argument("--timeout", type=float, default=1200,
+                   help="seconds per child measurement (one model, one mode); a timed-out one is reported as a lower bound")
     p.add_argument("--out", default=str(OUT / "speed_bench.json"))
+    p.add_argument("--merge", action="store_true", help="keep the other rows already in --out, replace the ones measured now")
     # child mode (internal)
     p.add_argument("--child", dest="mode", default=None, choices=["model", "train"])
     p.add_argument("--model", default=None)
@@ -185,19 +238,24 @@ def main() -> None:
     if bad:
         raise SystemExit(f"unknown resolution(s) {bad}; choose from {list(RESOLUTIONS)}")
     models = model_table(args.quick, [m.strip() for m in args.models.split(",") if m.strip()] or None)
-    roots = prepare_data(args)
+    raw, invocations, prev_roots = previous_result(args)
+    roots = {**prev_roots, **prepare_data(args)}
     if args.quick:
         torch.set_num_threads(1)
-    raw: dict[str, dict] = {}
+    invocations.append({"started": time.strftime("%Y-%m-%d %H:%M"), "repeats": args.repeats, "warmup": args.warmup,
+                        "resolutions": args.resolutions, "models": [e[0] for e in models]})
+    index = len(invocations) - 1
+    table = model_table(args.quick, None) if args.merge else models  # rows in the usual order, old and new
     for res in args.resolutions:
-        raw[res] = {}
+        raw.setdefault(res, {})
         for entry in models:
-            raw[res][entry[0]] = {mode: measure(args, entry, res, roots[res], mode) for mode in ("model", "train")}
-            inf, tr = raw[res][entry[0]]["model"], raw[res][entry[0]]["train"]
+            measured = {mode: measure(args, entry, res, roots[res], mode) for mode in ("model", "train")}
+            raw[res][entry[0]] = {**measured, "invocation": index}
+            inf, tr = measured["model"], measured["train"]
             print(f"{res:8s} {entry[0]:14s} inference {fmt_cell(inf.get('seconds'))} s  train step "
                   f"{fmt_cell(tr.get('seconds'))} s  {inf.get('error') or tr.get('error') or ''}", flush=True)
-            write_result(args, roots, raw, models)  # after every model: an interrupted run keeps what it measured
-    result = write_result(args, roots, raw, models)
+            write_result(args, roots, raw, table, invocations)  # after every model: an interrupted run keeps what it measured
+    result = write_result(args, roots, raw, table, invocations)
     print(markdown(result))
     print(f"written {args.out}")
 
