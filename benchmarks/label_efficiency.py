@@ -3,7 +3,7 @@ budget, evaluated on the validation sequence; a table, a plot of mIoU vs label f
 
     python benchmarks/label_efficiency.py [--spec benchmarks/label_efficiency/synthetic.yaml]
         [--data_root ROOT] [--out benchmarks/out/label_efficiency] [--methods balvit,rangevit,...]
-        [--fractions 1,10,100] [--steps N] [--batch-size B] [--subprocess] [--estimate]
+        [--fractions 1,10,100] [--seeds 0,1,2] [--steps N] [--batch-size B] [--subprocess] [--estimate]
 
 What runs is a study spec (YAML, benchmarks/label_efficiency/*.yaml): the data to generate when no
 --data_root is given (`balvit generate`), the label fractions, the compute budget (the same
@@ -41,7 +41,7 @@ from balvit.io import save_figure  # noqa: E402
 
 SPECS = REPO / "benchmarks" / "label_efficiency"
 SPEC_KEYS = {"description", "generate", "fractions", "budget", "common", "fraction_overrides", "train_overrides",
-             "eval_overrides", "pretrain", "methods", "sizes"}
+             "eval_overrides", "pretrain", "methods", "sizes", "seeds"}
 METHOD_KEYS = {"name", "label", "config", "overrides", "needs"}
 
 
@@ -68,6 +68,9 @@ def load_spec(path: str | Path) -> dict:
             raise SpecError(f"{path}: missing {key!r}")
     if set(spec["budget"]) != {"steps", "batch_size"}:
         raise SpecError(f"{path}: budget needs exactly steps and batch_size, got {sorted(spec['budget'])}")
+    seeds = spec.get("seeds", [0])
+    if not (isinstance(seeds, list) and seeds and all(isinstance(x, int) for x in seeds) and len(set(seeds)) == len(seeds)):
+        raise SpecError(f"{path}: seeds must be a list of distinct integers (train.seed of each repeat), got {seeds!r}")
     names = set()
     pretrain = spec.get("pretrain") or {}
     for m in spec["methods"]:
@@ -119,8 +122,12 @@ def pretrain_dirs(spec: dict, out: Path, fraction: float | None) -> dict[str, Pa
 
 
 def run_plan(spec: dict, out: Path, data_root: str | None, fractions: list[float], methods: list[str] | None,
-             steps: int | None, batch_size: int | None) -> dict:
-    """Every pretraining and training run of the study as ready-to-run argument lists."""
+             steps: int | None, batch_size: int | None, seeds: list[int] | None = None) -> dict:
+    """Every pretraining and training run of the study as ready-to-run argument lists: one run per
+    method, fraction and seed (train.seed; seed 0, the trainer's default, adds no override and keeps
+    the folder name of a single-seed study, so a study can be widened to more seeds later and keep
+    its finished runs). Pretraining runs are done once, with the default seed."""
+    seeds = seeds or list(spec.get("seeds", [0]))
     budget = {"steps": steps or int(spec["budget"]["steps"]), "batch_size": batch_size or int(spec["budget"]["batch_size"])}
     root = ["--data_root", data_root] if data_root else []
     common = [str(o) for o in spec.get("common", []) or []]
@@ -154,15 +161,17 @@ def run_plan(spec: dict, out: Path, data_root: str | None, fractions: list[float
         for f in fractions:
             dirs = pretrain_dirs(spec, out, f)
             overrides = [fill(str(o), f, dirs) for o in [*common, *frac_ov, *(m.get("overrides") or [])]]
-            runs.append({"method": m["name"], "label": m.get("label", m["name"]), "fraction": f,
-                         "config": config_path(fill(m["config"], f, dirs)),
-                         "dir": out / "runs" / m["name"] / f"f{f:g}",
-                         "needs": [str(dirs[n]) for n in (m.get("needs") or [])],
-                         "train": [*root, *overrides, *budget_overrides,
-                                   *[fill(str(o), f, dirs) for o in spec.get("train_overrides", []) or []]],
-                         "eval": [*root, *overrides, "eval.pictures=0",
-                                  *[fill(str(o), f, dirs) for o in spec.get("eval_overrides", []) or []]]})
-    return {"budget": budget, "pretrain": pretrain, "runs": runs}
+            for seed in seeds:
+                runs.append({"method": m["name"], "label": m.get("label", m["name"]), "fraction": f, "seed": seed,
+                             "config": config_path(fill(m["config"], f, dirs)),
+                             "dir": out / "runs" / m["name"] / (f"f{f:g}" + (f"_seed{seed}" if seed else "")),
+                             "needs": [str(dirs[n]) for n in (m.get("needs") or [])],
+                             "train": [*root, *overrides, *budget_overrides,
+                                       *[fill(str(o), f, dirs) for o in spec.get("train_overrides", []) or []],
+                                       *([f"train.seed={seed}"] if seed else [])],
+                             "eval": [*root, *overrides, "eval.pictures=0",
+                                      *[fill(str(o), f, dirs) for o in spec.get("eval_overrides", []) or []]]})
+    return {"budget": budget, "seeds": seeds, "pretrain": pretrain, "runs": runs}
 
 
 # ----------------------------------------------------------------------------- running
@@ -254,6 +263,10 @@ def run_pretrain(p: dict, subprocess_mode: bool) -> dict:
     return info
 
 
+def run_name(r: dict) -> str:
+    return f"{r['method']} {r['fraction']:g} %" + (f" seed {r['seed']}" if r.get("seed") else "")
+
+
 def run_one(r: dict, subprocess_mode: bool) -> dict:
     """Train then evaluate one (method, fraction); the result (also OUT/runs/.../result.json)."""
     result_path = r["dir"] / "result.json"
@@ -264,18 +277,18 @@ def run_one(r: dict, subprocess_mode: bool) -> dict:
                             "data root?): use another --out, or delete that run folder to redo it")
         return done
     r["dir"].mkdir(parents=True, exist_ok=True)
-    print(f"==> {r['method']} {r['fraction']:g} %: balvit train {Path(r['config']).name} {' '.join(r['train'])}", flush=True)
+    print(f"==> {run_name(r)}: balvit train {Path(r['config']).name} {' '.join(r['train'])}", flush=True)
     t0 = time.time()
     rc = balvit_cli(["train", r["config"], "--save_path", str(r["dir"]), "--no-progress", *r["train"]], subprocess_mode,
                     r["dir"] / "train.log")
     train_s = time.time() - t0
     if rc != 0:
-        raise RuntimeError(f"training {r['method']} {r['fraction']:g} % failed (exit {rc}; see {r['dir']})")
+        raise RuntimeError(f"training {run_name(r)} failed (exit {rc}; see {r['dir']})")
     t1 = time.time()
     rc = balvit_cli(["eval", r["config"], "--checkpoint", str(r["dir"] / "last.pt"), "--save_path", str(r["dir"] / "eval"),
                      "--no-progress", *r["eval"]], subprocess_mode, r["dir"] / "eval.log")
     if rc != 0:
-        raise RuntimeError(f"evaluating {r['method']} {r['fraction']:g} % failed (exit {rc}; see {r['dir']})")
+        raise RuntimeError(f"evaluating {run_name(r)} failed (exit {rc}; see {r['dir']})")
     metrics = json.loads((r["dir"] / "eval" / "metrics.json").read_text())
     frames = None
     try:
@@ -285,7 +298,8 @@ def run_one(r: dict, subprocess_mode: bool) -> dict:
         frames = (state.get("extra") or {}).get("frames")
     except Exception:  # noqa: BLE001 - only descriptive
         pass
-    result = {"method": r["method"], "label": r["label"], "fraction": r["fraction"], "miou": metrics["miou"],
+    result = {"method": r["method"], "label": r["label"], "fraction": r["fraction"], "seed": r.get("seed", 0),
+              "miou": metrics["miou"],
               "iou": metrics.get("iou"), "train_seconds": train_s, "eval_seconds": time.time() - t1,
               "steps": metrics.get("checkpoint_step"), "params": metrics.get("params"), "training_frames": frames,
               "config": r["config"], "train_overrides": r["train"], "eval_overrides": r["eval"]}
@@ -296,21 +310,41 @@ def run_one(r: dict, subprocess_mode: bool) -> dict:
 # ----------------------------------------------------------------------------- outputs
 
 
+def cell_stats(d: dict, method: str, fraction: float) -> tuple[float, float, int] | None:
+    """mean, sample standard deviation (0 for one run) and number of seeds of one table cell."""
+    vals = [r["miou"] for r in d["results"] if r["method"] == method and r["fraction"] == fraction]
+    if not vals:
+        return None
+    mean = sum(vals) / len(vals)
+    std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
+    return mean, std, len(vals)
+
+
 def markdown(d: dict, plot_link: str | None = "label_efficiency.png") -> str:
-    """The study's table: mIoU per method and label fraction (+ seconds per run, parameters)."""
+    """The study's table: mIoU per method and label fraction (mean +- standard deviation over seeds
+    when there are several), seconds per run, parameters."""
     fr = d["fractions"]
     b = d["budget"]
+    seeds = d.get("seeds") or [0]
+    per_seed = (f" Each cell: mean ± sample standard deviation over {len(seeds)} seeds (train.seed {', '.join(map(str, seeds))}; "
+                "the same data, split and pretraining)." if len(seeds) > 1 else " One seed per cell.")
     lines = [f"Label efficiency ({d.get('data', 'synthetic')}): mIoU (%) on the validation split after "
              f"{b['steps']} steps x batch {b['batch_size']} for every run (the same compute budget in samples seen; "
-             f"pretraining runs are done once, outside it). Spec `{Path(d['spec']).name}`.", ""]
+             f"pretraining runs are done once, outside it).{per_seed} Spec `{Path(d['spec']).name}`.", ""]
     header = ["method", *[f"{f:g} %" for f in fr], "train s / run", "trainable params"]
     rows = []
     for name, label in d["methods"].items():
-        res = {r["fraction"]: r for r in d["results"] if r["method"] == name}
-        any_r = next(iter(res.values()), {})
-        secs = [r["train_seconds"] for r in res.values()]
-        rows.append([label, *[res[f]["miou"] if f in res else None for f in fr],
-                     (sum(secs) / len(secs)) if secs else None, (any_r.get("params") or {}).get("trainable")])
+        mine = [r for r in d["results"] if r["method"] == name]
+        secs = [r["train_seconds"] for r in mine]
+        cells = []
+        for f in fr:
+            st = cell_stats(d, name, f)
+            if st is None or len(seeds) == 1:
+                cells.append(st[0] if st else None)
+            else:
+                cells.append(f"{st[0]:.1f} ± {st[1]:.1f}" + (f" (n={st[2]})" if st[2] != len(seeds) else ""))
+        rows.append([label, *cells, (sum(secs) / len(secs)) if secs else None,
+                     ((mine[0] if mine else {}).get("params") or {}).get("trainable")])
     lines += [md_table(header, rows), ""]
     if d.get("pretrain"):
         lines += ["Pretraining (once): " + "; ".join(f"{p['label']} {p['seconds']:.0f} s" for p in d["pretrain"]) + ".", ""]
@@ -331,15 +365,19 @@ def plot(d: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name, label in d["methods"].items():
-        pts = sorted((r["fraction"], r["miou"]) for r in d["results"] if r["method"] == name)
+        pts = [(f, cell_stats(d, name, f)) for f in d["fractions"]]
+        pts = [(f, st) for f, st in pts if st]
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+            ax.errorbar([f for f, _ in pts], [st[0] for _, st in pts], yerr=[st[1] for _, st in pts], fmt="o-",
+                        capsize=3, label=label)
     ax.set_xscale("log")
     ax.set_xticks(d["fractions"])
     ax.set_xticklabels([f"{f:g} %" for f in d["fractions"]])
     ax.set_xlabel("labelled training frames")
     ax.set_ylabel("validation mIoU (%)")
-    ax.set_title(f"Label efficiency, {d['budget']['steps']} steps x batch {d['budget']['batch_size']} per run", fontsize=10)
+    n_seeds = len(d.get("seeds") or [0])
+    ax.set_title(f"Label efficiency, {d['budget']['steps']} steps x batch {d['budget']['batch_size']} per run"
+                 + (f", mean ± std of {n_seeds} seeds" if n_seeds > 1 else ""), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -457,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fractions", default="", help="comma-separated label fractions in %% (default: the spec's)")
     p.add_argument("--steps", type=int, default=None, help="override the budget's steps")
     p.add_argument("--batch-size", type=int, default=None, help="override the budget's batch size")
+    p.add_argument("--seeds", default="", help="comma-separated train.seed values, one run each (default: the spec's, else 0)")
     p.add_argument("--subprocess", action="store_true", help="run every balvit command as a child process")
     p.add_argument("--estimate", action="store_true", help="time 1- and 3-step trainings and estimate the duration")
     p.add_argument("--keep-going", action="store_true", help="record a failed run and continue with the others")
@@ -468,7 +507,13 @@ def main(argv: list[str] | None = None) -> int:
     fractions = [float(f) for f in args.fractions.split(",") if f.strip()] or [float(f) for f in spec["fractions"]]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] or None
     data_root = args.data_root or generate_data(spec, out, args.subprocess)
-    plan = run_plan(spec, out, data_root, fractions, methods, args.steps, args.batch_size)
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()] or None
+    except ValueError:
+        raise SpecError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    if seeds and len(set(seeds)) != len(seeds):
+        raise SpecError(f"--seeds {args.seeds!r}: a seed appears twice")
+    plan = run_plan(spec, out, data_root, fractions, methods, args.steps, args.batch_size, seeds)
     if args.estimate:
         estimate(plan, out, args.subprocess)
         return 0
@@ -485,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for r in plan["runs"]:
         if set(r["needs"]) & failed_pre:
-            failures.append(f"{r['method']} {r['fraction']:g} %: skipped, its pretraining failed")
+            failures.append(f"{run_name(r)}: skipped, its pretraining failed")
             continue
         try:
             res = run_one(r, args.subprocess)
@@ -495,14 +540,14 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(str(e))
             continue
         results.append(res)
-        print(f"    {r['method']} {r['fraction']:g} %: mIoU {res['miou']:.2f} (train {res['train_seconds']:.0f} s)", flush=True)
+        print(f"    {run_name(r)}: mIoU {res['miou']:.2f} (train {res['train_seconds']:.0f} s)", flush=True)
     labels = {}
     for r in plan["runs"]:
         labels.setdefault(r["method"], r["label"])
     d = {"spec": str(spec_path), "description": spec.get("description", ""), "sizes": spec.get("sizes", {}),
          "data": data_root if args.data_root else "synthetic, `balvit generate` as the spec says",
          "generate": spec.get("generate"),
-         "machine": machine(), "fractions": fractions, "budget": plan["budget"], "methods": labels,
+         "machine": machine(), "fractions": fractions, "budget": plan["budget"], "seeds": plan["seeds"], "methods": labels,
          "pretrain": pre, "results": results, "failures": failures, "seconds_this_invocation": time.time() - t0}
     write_outputs(d, out)
     print(markdown(d, plot_link=None))

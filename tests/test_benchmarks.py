@@ -55,6 +55,20 @@ def test_md_table_formats_and_aligns():
         common.md_table(["x", "y"], [["only one"]])
 
 
+def test_run_child_names_a_kill_and_an_exit_code(tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text("import json, os, signal, sys\n"
+                      "mode = sys.argv[1]\n"
+                      "if mode == 'ok': print('noise'); print(json.dumps({'seconds': 1.5}))\n"
+                      "elif mode == 'kill': os.kill(os.getpid(), signal.SIGKILL)\n"
+                      "else: sys.stderr.write('broken input'); sys.exit(3)\n")
+    assert common.run_child(script, ["ok"]) == {"seconds": 1.5}  # the last stdout line is the result
+    with pytest.raises(RuntimeError, match="killed by SIGKILL - most likely the kernel's out-of-memory killer"):
+        common.run_child(script, ["kill"])
+    with pytest.raises(RuntimeError, match=r"failed \(exit 3\):\nbroken input"):
+        common.run_child(script, ["fail"])
+
+
 def test_resample_scan_subsets_and_jittered_copies():
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(100, 4)).astype(np.float32)
@@ -113,6 +127,50 @@ def test_speed_bench_quick_writes_every_model(tmp_path, monkeypatch):
     assert "| waffleiron |" in md and "QUICK" in d["machine"]["cpu"] or "QUICK" in md
 
 
+def test_speed_bench_merge_keeps_other_rows_and_flags_a_separate_invocation(tmp_path, monkeypatch):
+    out = tmp_path / "speed.json"
+    base = ["speed_bench.py", "--quick", "--resolutions", "kitti", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", [*base, "--models", "balvit,elite_student"])
+    speed_bench.main()
+    first = json.loads(out.read_text())
+    monkeypatch.setattr(sys, "argv", [*base, "--models", "elite_student", "--merge"])
+    speed_bench.main()
+    d = json.loads(out.read_text())
+    rows = {r["model"]: r for r in d["rows"]["kitti"]}
+    assert list(rows) == ["balvit", "elite_student"] and len(d["invocations"]) == 2
+    assert d["raw"]["kitti"]["balvit"] == first["raw"]["kitti"]["balvit"]  # kept as measured, not re-run
+    assert rows["balvit"]["invocation"] == 0 and not rows["balvit"]["separate_invocation"]
+    assert rows["elite_student"]["invocation"] == 1 and rows["elite_student"]["separate_invocation"]
+    assert rows["elite_student"]["infer_s_vs_balvit"] == pytest.approx(rows["elite_student"]["infer_s"] / rows["balvit"]["infer_s"])
+    md = speed_bench.markdown(d)
+    assert md.count("measured in a separate invocation") == 1 and "`elite_student`: " in md
+    # without --merge the file is replaced; a file of another setting is refused, not mixed in
+    monkeypatch.setattr(sys, "argv", [*base, "--models", "elite_student", "--merge", "--train-batch", "1"])
+    with pytest.raises(SystemExit, match="train_batch"):
+        speed_bench.main()
+    assert json.loads(out.read_text())["invocations"] == d["invocations"]
+    monkeypatch.setattr(sys, "argv", [*base, "--models", "elite_student"])
+    speed_bench.main()
+    assert [r["model"] for r in json.loads(out.read_text())["rows"]["kitti"]] == ["elite_student"]
+
+
+def test_speed_bench_reports_a_timeout_as_a_lower_bound():
+    def meas(seconds):
+        return {"seconds": seconds, "points": 1000, "image": [1, 6, 8, 64], "params": {"trainable": 3, "total": 5},
+                "peak_rss_mb": 100.0}
+
+    raw = {"kitti": {"balvit": {"model": meas(2.0), "train": meas(4.0)},
+                     "scalr": {"model": meas(8.0), "train": {"error": "timed out after 600 s (1 warm-up + 3 runs)",
+                                                              "timeout_s": 600.0, "runs": 4}}}}
+    rows = speed_bench.summarize(raw, speed_bench.model_table(False, None))["kitti"]
+    scalr = rows[1]
+    assert scalr["model"] == "scalr" and scalr["train_step_s"] is None and scalr["train_step_s_at_least"] == 150.0
+    assert scalr["infer_s_vs_balvit"] == 4.0 and scalr["infer_s_at_least"] is None
+    d = {"machine": common.machine(), "device": "cpu", "repeats": 3, "warmup": 1, "train_batch": 2, "rows": {"kitti": rows}}
+    md = speed_bench.markdown(d)
+    assert "| scalr | 0.125 | 8.00 | 4.00 | > 150.0 | - |" in md and "timed out after 600 s" in md
+
+
 def test_scaling_bench_quick_fits_and_plots(tmp_path, monkeypatch):
     out = tmp_path / "scaling.json"
     monkeypatch.setattr(sys, "argv", ["scaling_bench.py", "--quick", "--models", "balvit,waffleiron",
@@ -154,6 +212,18 @@ def test_label_efficiency_quick_runs_resumes_and_refuses_a_changed_budget(tmp_pa
     assert json.loads((out / "results.json").read_text())["results"] == d["results"]
     with pytest.raises(le.SpecError, match="another config / overrides"):
         le.main([*args, "--steps", "3"])
+    # widening to two seeds keeps the seed-0 runs and trains only the new seed; cells become mean +- std
+    capsys.readouterr()
+    assert le.main([*args, "--seeds", "0,1"]) == 0
+    assert (out / "runs" / "balvit" / "f100" / "last.pt").stat().st_mtime_ns == before
+    assert capsys.readouterr().out.count("balvit train") == 2  # balvit and scalr, seed 1
+    d2 = json.loads((out / "results.json").read_text())
+    assert d2["seeds"] == [0, 1] and len(d2["results"]) == 4
+    assert "train.seed=1" in next(r for r in d2["results"] if r["method"] == "balvit" and r.get("seed") == 1)["train_overrides"]
+    mean, std, n = le.cell_stats(d2, "balvit", 100.0)
+    vals = [r["miou"] for r in d2["results"] if r["method"] == "balvit"]
+    assert n == 2 and mean == pytest.approx(sum(vals) / 2) and std == pytest.approx(abs(vals[0] - vals[1]) / 2 ** 0.5)
+    assert f"{mean:.1f} ± {std:.1f}" in (out / "label_efficiency.md").read_text()
 
 
 def test_study_plan_same_budget_placeholders_and_spec_errors(tmp_path):
@@ -161,7 +231,12 @@ def test_study_plan_same_budget_placeholders_and_spec_errors(tmp_path):
     plan = le.run_plan(spec, tmp_path, None, [1.0, 10.0, 100.0], None, None, None)
     assert len(plan["runs"]) == 6 * 3
     budgets = {tuple(o for o in r["train"] if o.startswith(("train.steps=", "train.batch_size="))) for r in plan["runs"]}
-    assert budgets == {("train.steps=30", "train.batch_size=2")}  # the same compute budget for every run
+    assert budgets == {("train.steps=100", "train.batch_size=2")}  # the same compute budget for every run
+    assert not any(o.startswith("train.seed=") for r in plan["runs"] for o in r["train"])  # the spec's one seed: 0
+    seeded = le.run_plan(spec, tmp_path, None, [10.0], ["balvit"], None, None, [0, 3])
+    assert [(r["seed"], r["dir"].name) for r in seeded["runs"]] == [(0, "f10"), (3, "f10_seed3")]
+    assert seeded["runs"][1]["train"] == [*seeded["runs"][0]["train"], "train.seed=3"]
+    assert seeded["runs"][1]["eval"] == seeded["runs"][0]["eval"]
     scalr10 = next(r for r in plan["runs"] if r["method"] == "scalr" and r["fraction"] == 10)
     assert scalr10["config"].endswith("config/synthetic/scalr_finetune_10.yaml")
     assert "data.label_fraction=10" in scalr10["train"] and "data.label_fraction=10" in scalr10["eval"]
@@ -190,6 +265,9 @@ def test_study_plan_same_budget_placeholders_and_spec_errors(tmp_path):
     bad.write_text("fractions: [1]\nbudget: {steps: 1}\nmethods: []\n")
     with pytest.raises(le.SpecError, match="budget needs exactly steps and batch_size"):
         le.load_spec(bad)
+    bad.write_text("fractions: [1]\nbudget: {steps: 1, batch_size: 1}\nseeds: [0, 0]\nmethods: []\n")
+    with pytest.raises(le.SpecError, match="seeds must be a list of distinct integers"):
+        le.load_spec(bad)
 
 
 def test_run_all_report_has_machine_tables_plots_and_reported_numbers(tmp_path, monkeypatch):
@@ -199,7 +277,8 @@ def test_run_all_report_has_machine_tables_plots_and_reported_numbers(tmp_path, 
     fit = {"slope": 1e-6, "intercept": 0.01, "r2": 0.99}
     common.write_json(out / "scaling_bench.json", {"machine": m, "device": "cpu", "repeats": 3, "frames": 2, "sizes": [1, 2],
                                                    "models": {"balvit": {"points": [30000.0, 60000.0], "load_s": [0.01, 0.02],
-                                                                         "infer_s": [0.1, 0.2], "load_fit": fit, "infer_fit": fit}}})
+                                                                         "infer_s": [0.1, 0.2], "load_fit": fit, "infer_fit": fit}},
+                                                   "notes": ["flat because the range image is fixed"]})
     (out / "scaling_bench.png").write_bytes(PNG_MAGIC + b"x")
     row = {"model": "balvit", "note": "n", "points": 120000, "range_image": [1, 6, 64, 2048], "infer_s": 0.5,
            "train_step_s": 2.0, "infer_peak_rss_mb": 900.0, "train_peak_rss_mb": 1500.0, "trainable_params": 10,
@@ -220,4 +299,5 @@ def test_run_all_report_has_machine_tables_plots_and_reported_numbers(tmp_path, 
     assert "| balvit | 2.00 | 0.500 | 1.00 | 2.00 | 1.00 | 900.0 | 1,500 | 10 | 20 |" in text
     assert "| BALViT | 12.5 | 30.2 | 10.5 | 5 |" in text
     assert "reported, not reproduced" in text and "51.87" in text and "59.30" in text and "valeoai/ScaLR" in text
+    assert "Note: flat because the range image is fixed" in text
     assert "(plots/scaling_bench.png)" in text and (results.parent / "plots" / "label_efficiency.png").is_file()
