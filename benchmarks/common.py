@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -70,8 +71,6 @@ def run_child(script: Path, args: list[str], timeout: float = 3600) -> dict:
     stdout line as JSON."""
     proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout)
     if proc.returncode < 0:  # killed by a signal: no traceback to show
-        import signal
-
         sig = signal.Signals(-proc.returncode).name
         why = " - most likely the kernel's out-of-memory killer (see dmesg)" if sig == "SIGKILL" else ""
         raise RuntimeError(f"{script.name} {' '.join(args)} was killed by {sig}{why}\n{proc.stderr[-4000:]}")
@@ -294,6 +293,12 @@ def md_table(header: list[str], rows: list[list], align: str | None = None) -> s
     lines = ["| " + " | ".join(map(str, header)) + " |", "| " + " | ".join(sep) + " |"]
     lines += ["| " + " | ".join(fmt_cell(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def notes_md(d: dict) -> list[str]:
+    """The "Note: ..." paragraphs of a result JSON's `notes` (remarks added by whoever ran it, e.g.
+    how to read the figures or what else ran on the machine)."""
+    return [line for note in d.get("notes", []) for line in (f"Note: {note}", "")]
 
 
 def fmt_cell(v) -> str:

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, REPO, machine, md_table, write_json  # noqa: E402
+from common import OUT, REPO, machine, md_table, notes_md, write_json  # noqa: E402
 from balvit.io import save_figure  # noqa: E402
 
 SPECS = REPO / "benchmarks" / "label_efficiency"
@@ -350,8 +350,7 @@ def markdown(d: dict, plot_link: str | None = "label_efficiency.png") -> str:
         lines += ["Pretraining (once): " + "; ".join(f"{p['label']} {p['seconds']:.0f} s" for p in d["pretrain"]) + ".", ""]
     if d.get("failures"):
         lines += ["Failed runs: " + "; ".join(d["failures"]), ""]
-    for note in d.get("notes", []):  # remarks added to results.json by whoever ran the study
-        lines += [f"Note: {note}", ""]
+    lines += notes_md(d)
     if plot_link:
         lines += [f"![mIoU vs label fraction]({plot_link})", ""]
     return "\n".join(lines)

@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (OUT, autocast_ctx, build_bench_model, dataset_overrides, linear_fit, load_bench_config,  # noqa: E402
-                    machine, machine_line, md_table, model_table, synthetic_data, write_json)
+                    machine, machine_line, md_table, model_table, notes_md, synthetic_data, write_json)
 from balvit.io import save_figure  # noqa: E402
 
 DEFAULT_MODELS = "balvit,rangevit,waffleiron,elite_student"
@@ -191,8 +191,7 @@ def markdown(d: dict, plot_link: str | None = "out/scaling_bench.png") -> str:
         rows = [r if len(r) == len(header) else (r + [None] * (len(header) - len(r)))[:len(header)] for r in rows]
         assert len(header) == 2 * k + 5
         lines += [md_table(header, rows), ""]
-    for note in d.get("notes", []):  # remarks added to the JSON by whoever ran it (how to read the figures)
-        lines += [f"Note: {note}", ""]
+    lines += notes_md(d)
     if plot_link:
         lines += [f"![scaling]({plot_link})", ""]
     return "\n".join(lines)

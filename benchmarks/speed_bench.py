@@ -134,6 +134,10 @@ def markdown(d: dict) -> str:
              f"ratios are to BALViT in the same invocation.{' QUICK smoke run (test-size models): not a measurement.' if d.get('quick') else ''}",
              ""]
     invocations = d.get("invocations") or [{"repeats": d["repeats"], "warmup": d["warmup"]}]
+
+    def invocation(row: dict) -> dict:
+        return invocations[min(row.get("invocation", 0), len(invocations) - 1)]
+
     gpu = d["device"] == "cuda"
     for res, rows in d["rows"].items():
         if not rows:
@@ -141,7 +145,7 @@ def markdown(d: dict) -> str:
         r0 = rows[0]
         lines += [f"### {'SemanticKITTI' if res == 'kitti' else 'nuScenes'} resolution "
                   f"(range image {'x'.join(map(str, (r0['range_image'] or [0, 0, 0, 0])[2:]))}, {fmt_cell(r0['points'])} points per scan)", ""]
-        inv = invocations[min(r0.get("invocation", 0), len(invocations) - 1)]
+        inv = invocation(r0)
         lines += [f"Median of {inv.get('repeats', '?')} runs after {inv.get('warmup', '?')} warm-up run(s)"
                   + (f", measured {inv['started']}" if inv.get("started", "?") != "?" else "") + ".", ""]
         header = ["model", "scans/s", "inference s/scan", "vs BALViT", f"train step s (batch {d['train_batch']})", "vs BALViT",
@@ -160,7 +164,7 @@ def markdown(d: dict) -> str:
         for r in rows:
             note = f"- `{r['model']}`: {r['note']}"
             if r.get("separate_invocation"):
-                inv = invocations[min(r["invocation"], len(invocations) - 1)]
+                inv = invocation(r)
                 note += (f"; measured in a separate invocation ({inv.get('started', '?')}, median of {inv.get('repeats', '?')} "
                          f"after {inv.get('warmup', '?')} warm-up), so its ratios compare two runs")
             if r["errors"]:
@@ -193,9 +197,8 @@ def previous_result(args) -> tuple[dict[str, dict], list[dict], dict]:
     return raw, invocations, prev.get("data") or {}
 
 
-def write_result(args, roots: dict, raw: dict[str, dict], models: list, invocations: list[dict] | None = None) -> dict:
+def write_result(args, roots: dict, raw: dict[str, dict], models: list, invocations: list[dict]) -> dict:
     """The JSON of everything measured so far (the rows of the (resolution, model) pairs done)."""
-    invocations = invocations or [{"started": time.strftime("%Y-%m-%d %H:%M"), "repeats": args.repeats, "warmup": args.warmup}]
     result = {"machine": machine(), "device": args.device, "amp": args.amp, "repeats": invocations[-1]["repeats"],
               "warmup": invocations[-1]["warmup"], "train_batch": args.train_batch, "quick": args.quick, "data": roots,
               "invocations": invocations, "rows": summarize(raw, models), "raw": raw}
