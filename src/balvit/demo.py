@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.steps=100")
     args = p.parse_args(argv)
     setup_logging(0)
-    logging.getLogger("balvit.models.foundation").setLevel(logging.WARNING)
+    logging.getLogger("balvit.models.vit").setLevel(logging.WARNING)
     out, root = Path(args.out), Path(args.data)
     total = 5
     timings: dict[str, float] = {}

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from .base import SegModel
 from .deform_attn import MSDeformAttn
-from .foundation import FrozenViT, build_foundation
+from .vit import FoundationViT
+from .weights import load_vit
 from .heads import ConvBNAct, PointMLP, PolarConv, ResContextBlock, SegHead, patch_unshuffle
 from .ops import gather_grid, grid_index, scatter_max, scatter_mean, to_grid
 
@@ -186,7 +187,7 @@ class BALViT(SegModel):
     def __init__(
         self,
         num_classes: int,
-        backbone: FrozenViT,
+        backbone: FoundationViT,
         *,
         patch_size: tuple[int, int] = (4, 8),
         stem_channels: int = 64,
@@ -249,7 +250,7 @@ class BALViT(SegModel):
     @classmethod
     def from_config(cls, cfg, num_classes: int) -> "BALViT":
         b, rv, bev = cfg.model.balvit, cfg.data.range, cfg.data.bev
-        backbone = build_foundation(cfg.model.backbone)
+        backbone = load_vit(cfg.model.backbone)
         return cls(
             num_classes, backbone,
             patch_size=tuple(b.patch_size), stem_channels=b.stem_channels, stem_blocks=b.stem_blocks,

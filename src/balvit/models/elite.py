@@ -145,7 +145,7 @@ class ELiTeStudent(SegModel):
 
 
 def state_sha256(state: dict) -> str:
-    from .foundation import _state_sha256
+    from .vit import _state_sha256
 
     return _state_sha256(state)
 
@@ -190,7 +190,7 @@ class SamImageEncoder(nn.Module):
 
 
 class DinoImageEncoder(nn.Module):
-    """A DINOv2 / DINOv3 `FrozenViT` (models/foundation.py) returning patch-token maps."""
+    """A DINOv2 / DINOv3 `FoundationViT` (models/foundation.py) returning patch-token maps."""
 
     default_targets = ("q_proj", "v_proj")
 
@@ -204,7 +204,7 @@ class DinoImageEncoder(nn.Module):
 
     @property
     def core(self) -> nn.Module:
-        """The transformers model inside the FrozenViT (where the adapters go)."""
+        """The transformers model inside the FoundationViT (where the adapters go)."""
         return self.vit.model
 
     def identity(self) -> dict:
@@ -281,9 +281,9 @@ class ELiTeTeacher(SegModel):
             identity = {"name": name, "weights": t.sam_weights, "sha256": state_sha256(vision.state_dict())}
             encoder: nn.Module = SamImageEncoder(vision, identity)
         else:
-            from .foundation import build_foundation
+            from .weights import load_vit
 
-            encoder = DinoImageEncoder(build_foundation(cfg.model.backbone))
+            encoder = DinoImageEncoder(load_vit(cfg.model.backbone))
         return cls(num_classes, encoder, t, total_steps=cfg.train.steps)
 
     def _apply_peft(self, cfg, total_steps: int) -> None:

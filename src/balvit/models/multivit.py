@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .foundation import FrozenViT, build_foundation
+from .vit import FoundationViT
+from .weights import load_vit
 from .heads import ConvBNAct, ResContextBlock
 from .rangevit import RangeViT, UpConvDecoder
 
@@ -49,7 +50,7 @@ class CameraStem(nn.Module):
 
 
 class MultiViT(RangeViT):
-    def __init__(self, num_classes: int, backbone: FrozenViT, *, camera_patch: int = 8,
+    def __init__(self, num_classes: int, backbone: FoundationViT, *, camera_patch: int = 8,
                  camera_stem_channels: int = 32, camera_decoder_channels: int = 128,
                  image_size: tuple[int, int] = (160, 512), **rangevit_kwargs):
         super().__init__(num_classes, backbone, **rangevit_kwargs)
@@ -66,7 +67,7 @@ class MultiViT(RangeViT):
     @classmethod
     def from_config(cls, cfg, num_classes: int) -> "MultiViT":
         m = cfg.model.multivit
-        return cls(num_classes, build_foundation(cfg.model.backbone, trainable=True),
+        return cls(num_classes, load_vit(cfg.model.backbone, trainable=True),
                    camera_patch=m.camera_patch, camera_stem_channels=m.camera_stem_channels,
                    camera_decoder_channels=m.camera_decoder_channels, image_size=tuple(m.image_size),
                    **RangeViT.config_kwargs(cfg))

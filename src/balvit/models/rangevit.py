@@ -29,7 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import SegModel
-from .foundation import FrozenViT, build_foundation
+from .vit import FoundationViT
+from .weights import load_vit
 from .heads import ConvBNAct, ResContextBlock, patch_unshuffle
 from .kpconv import KPConv, knn_indices
 from .ops import gather_grid
@@ -90,7 +91,7 @@ class RangeViT(SegModel):
     def __init__(
         self,
         num_classes: int,
-        backbone: FrozenViT,
+        backbone: FoundationViT,
         *,
         patch_size: tuple[int, int] = (2, 8),
         in_channels: int = 5,
@@ -144,7 +145,7 @@ class RangeViT(SegModel):
 
     @classmethod
     def from_config(cls, cfg, num_classes: int) -> "RangeViT":
-        return cls(num_classes, build_foundation(cfg.model.backbone, trainable=True), **cls.config_kwargs(cfg))
+        return cls(num_classes, load_vit(cfg.model.backbone, trainable=True), **cls.config_kwargs(cfg))
 
     @staticmethod
     def config_kwargs(cfg) -> dict:

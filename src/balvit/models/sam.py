@@ -52,7 +52,7 @@ def build_sam(weights: str, arch: str = "vit_b"):
             model = SamModel(tiny_sam_config() if arch == "tiny" else SamConfig())
         return model.eval()
     if weights.startswith("hf:"):
-        from .foundation import local_hf_snapshot
+        from .weights import local_hf_snapshot
 
         directory = local_hf_snapshot(weights, "SAM weights", "point the setting at a local directory, or do "
                                       "without SAM (teacher: model.elite_teacher.encoder=dinov2; pseudo-labels: a "

@@ -42,7 +42,8 @@ from ..data.mixed import MixedDataset
 from ..engine import dist as D
 from ..errors import ConfigError, DataError
 from ..losses import cosine_distillation_loss
-from ..models.foundation import FrozenViT, build_foundation
+from ..models.vit import FoundationViT
+from ..models.weights import load_vit
 from .base import Task
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def pixel_features(fmap: torch.Tensor, uv: torch.Tensor, image_size: tuple[int, 
 class DistillTask(Task):
     frozen_modules = ("teachers",)
 
-    def __init__(self, model: nn.Module, teachers: list[FrozenViT], image_size: tuple[int, int] = (224, 448),
+    def __init__(self, model: nn.Module, teachers: list[FoundationViT], image_size: tuple[int, int] = (224, 448),
                  feature: str = "last_block", head_hidden: int = 0, teacher_cache: int = 0):
         super().__init__(model)
         if not hasattr(model, "encode"):
@@ -164,7 +165,7 @@ class DistillTask(Task):
         d = cfg.distill
         teachers = []
         for k, tcfg in enumerate(d.teachers):
-            t = build_foundation(tcfg)
+            t = load_vit(tcfg)
             log.info("distillation teacher %d: %s, weights %s, sha256 %s", k, t.name, tcfg.weights,
                      t.weights_info["sha256"][:16])
             teachers.append(t)
@@ -191,7 +192,7 @@ class DistillTask(Task):
 
     # -- teacher -----------------------------------------------------------------------------------
 
-    def _teacher_tokens(self, teacher: FrozenViT, pixels: torch.Tensor) -> torch.Tensor:
+    def _teacher_tokens(self, teacher: FoundationViT, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised -> (B, D, h, w) patch features."""
         if self.feature == "final_norm":
             tokens = teacher.forward_image(pixels)
