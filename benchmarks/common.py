@@ -165,7 +165,7 @@ def dataset_overrides(dataset: str, root: str | Path, height: int | None = None,
     if dataset == "semantickitti":
         out += ["data.train_sequences=['08']", "data.val_sequences=['08']"]
     else:
-        from balvit.config import load_config
+        from balvit.run_config import load_config
 
         d = load_config(REPO / "config/nuscenes.yaml").data
         out += ["data.dataset=nuscenes", f"data.version={d.version}", f"data.intensity_scale={d.intensity_scale}",
@@ -186,7 +186,7 @@ def autocast_ctx(device: torch.device, amp: bool):
 
 
 def load_bench_config(config: str | Path, overrides: list[str]):
-    from balvit.config import load_config
+    from balvit.run_config import load_config
 
     path = Path(config)
     return load_config(path if path.is_absolute() else REPO / path, overrides)

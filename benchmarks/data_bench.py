@@ -54,7 +54,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
 
-    from balvit.config import load_config
+    from balvit.run_config import load_config
     from balvit.data.dataset import SegmentationDataset, build_reader
     from balvit.data.projection import polar_cells, range_image
 

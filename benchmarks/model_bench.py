@@ -55,7 +55,7 @@ def main() -> None:
     data = args.data or str(synthetic_kitti(Path(tempfile.gettempdir()) / "balvit_bench_kitti"))
     common = ["--device", args.device, "--repeats", str(args.repeats), "--config", args.config, "--weights", args.weights,
               "--data", data, "--crop", str(args.crop), *(["--amp"] if args.amp else []), *args.overrides]
-    from balvit.config import load_config
+    from balvit.run_config import load_config
 
     has_vit = load_config(args.config, args.overrides).model.name == "balvit"  # a frozen ViT to compare with
     modes = ("model", "vit", "train") if has_vit else ("model", "train")

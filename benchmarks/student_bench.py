@@ -39,7 +39,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
 
-    from balvit.config import load_config
+    from balvit.run_config import load_config
     from balvit.data.dataset import SegmentationDataset, build_reader, collate, to_device
     from balvit.models import build_model
     from balvit.tasks import SegmentationTask

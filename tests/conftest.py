@@ -30,6 +30,64 @@ def generated_dataset(tmp_path_factory, name: str, fmt: str = "semantickitti", *
     return root
 
 
+# The smallest config of every model of the registry (tests and the registry-wide checks use these):
+# config file under config/synthetic and overrides.
+TINY_DINO = ["model.backbone.name=tiny", "model.backbone.weights=random", "model.elite_teacher.image_size=[28,84]",
+             "model.elite_teacher.decoder_channels=[16,8]", "model.elite_teacher.peft=lora"]
+SMALL_STUDENT = ["data.range.height=16", "data.range.width=256", "data.augment.crop_width=128",
+                 "model.elite_student.channels=[8,16,16,16]", "model.elite_student.blocks=[1,1,1,1]",
+                 "model.elite_student.decoder_channels=8", "model.elite_student.point_channels=8",
+                 "model.elite_student.head_hidden=8", "data.num_workers=0", "elite.teacher_cache_mb=0"]
+TINY_MODELS: dict[str, tuple[str, list[str]]] = {
+    "balvit": ("tiny.yaml", []),
+    "rangevit": ("rangevit_tiny.yaml", []),
+    "multivit": ("multivit_tiny.yaml", ["task=segmentation"]),
+    "waffleiron": ("scalr_tiny.yaml", ["task=segmentation", "data.cameras=false"]),
+    "elite_student": ("elite_student.yaml", ["task=segmentation", *SMALL_STUDENT]),
+    "elite_teacher": ("elite_teacher.yaml", [*TINY_DINO, "data.num_workers=0", "data.max_val_frames=0"]),
+}
+# one tiny run of every task: (config file, overrides); elite_student needs a teacher checkpoint
+TINY_TASKS: dict[str, tuple[str, list[str]]] = {
+    "segmentation": ("tiny.yaml", []),
+    "distill": ("scalr_tiny.yaml", []),
+    "multivit_camera": ("multivit_tiny.yaml", []),
+    "multivit_joint": ("multivit_tiny.yaml", ["task=multivit_joint"]),
+    "elite_teacher": TINY_MODELS["elite_teacher"],
+    "elite_student": ("elite_student.yaml", [*SMALL_STUDENT, *TINY_DINO]),
+}
+
+
+def config_of(path, root=None, *more):
+    """load_config of a config file (a name under config/synthetic, or a path) with data.root=root."""
+    from balvit.run_config import load_config
+
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = REPO / "config" / "synthetic" / path
+    return load_config(path, ([f"data.root={root}"] if root is not None else []) + list(more))
+
+
+def tiny_model_config(name: str, root=None, *more):
+    path, overrides = TINY_MODELS[name]
+    return config_of(path, root, *overrides, *more)
+
+
+def batch_of(cfg, sizes, train, seed=0):
+    """One collated batch of in-memory toy scans (`MemoryScans`) of the given point counts."""
+    from balvit.data.dataset import SegmentationDataset, collate
+
+    ds = SegmentationDataset(MemoryScans(sizes, seed=seed), cfg.data, train=train, seed=seed)
+    return collate([ds[(i, 0)] for i in range(len(sizes))])
+
+
+def task_context(cfg, reader, val_reader=None):
+    """A TaskContext over one reader (training and, unless given, validation), on the CPU."""
+    from balvit.tasks import TaskContext
+
+    return TaskContext(cfg, reader.labels, [(reader, cfg.data, "test frames")], val_reader or reader,
+                       torch.device("cpu"), None)
+
+
 def ring_scan(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A toy scan: ground ring (road / sidewalk by radius) plus boxes (cars) and poles, with raw ids."""
     rng = np.random.default_rng(seed)

@@ -3,21 +3,13 @@
 import pytest
 import torch
 
-from balvit.config import load_config
-from balvit.data.dataset import SegmentationDataset, collate
 from balvit.models import build_model
 from balvit.tasks import SegmentationTask
-from conftest import REPO, MemoryScans
+from conftest import batch_of, config_of
 
 
 def tiny_cfg(*overrides):
-    return load_config(REPO / "config/synthetic/tiny.yaml", list(overrides))
-
-
-def batch_of(cfg, sizes, train, seed=0):
-    scans = MemoryScans(sizes, seed=seed)
-    ds = SegmentationDataset(scans, cfg.data, train=train, seed=seed)
-    return collate([ds[(i, 0)] for i in range(len(sizes))])
+    return config_of("tiny.yaml", None, *overrides)
 
 
 @pytest.mark.parametrize("train, width", [(True, 128), (False, 256)])

@@ -85,7 +85,7 @@ def test_resample_scan_subsets_and_jittered_copies():
 
 
 def test_make_sized_root_writes_readable_scans(tmp_path):
-    from balvit.config import load_config
+    from balvit.run_config import load_config
     from balvit.data.dataset import build_reader
 
     base = tmp_path / "base" / "sequences" / "08"

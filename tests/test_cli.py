@@ -35,14 +35,3 @@ def test_generate_stats_and_splits_commands(tmp_path):
 
     bad = balvit("generate", "--format", "semantickitti", "--out", str(out), "--sequences", "99", "--frames", "1")
     assert bad.returncode == 2 and "99" in bad.stderr and "Traceback" not in bad.stderr
-
-
-def test_bench_runs_the_checkouts_benchmarks(tmp_path):
-    """`balvit bench` hands its options to benchmarks/run_all.py (here: a report from no results yet)."""
-    results = tmp_path / "RESULTS.md"
-    proc = balvit("bench", "--only-report", "--out-dir", str(tmp_path / "none"), "--results", str(results))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    text = results.read_text()
-    assert "51.87" in text and "reported" in text  # the paper's numbers beside ours, marked
-    bad = balvit("bench", "--no-such-option")
-    assert bad.returncode != 0 and "--no-such-option" in bad.stderr

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from balvit.config import Config, load_config, to_dict
+from balvit.config import to_dict
+from balvit.run_config import Config, load_config
 from balvit.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ def test_every_shipped_config_parses(path):
 
 
 def load_config_from_dict(data, tmpdir):
-    from balvit.config import from_dict
+    from balvit.run_config import from_dict
 
     return from_dict(yaml.safe_load(yaml.safe_dump(data)))
 

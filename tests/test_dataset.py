@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from balvit.config import load_config
+from balvit.run_config import load_config
 from balvit.data.dataset import SegmentationDataset, StreamSampler, collate
 from balvit.errors import DataError
 from conftest import REPO, MemoryScans

@@ -11,18 +11,20 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
-from balvit.config import load_config
+from balvit.run_config import load_config
 from balvit.data.camera import load_mask, pixel_index, project_points
-from balvit.data.dataset import build_reader, collate
+from balvit.data.dataset import SegmentationDataset, build_reader, collate
 from balvit.data.mixed import MixedDataset
+from balvit.data.views import CameraViews
 from balvit.engine.checkpoint import load_checkpoint
 from balvit.engine.trainer import Trainer
 from balvit.losses import cosine_distillation_loss
 from balvit.models import build_model
-from balvit.tasks.distill import DistillDataset, DistillTask, pixel_features
-from conftest import CPU, REPO, generated_dataset
+from balvit.models.vit import normalise_images
+from balvit.tasks.distill import DistillTask, pixel_features
+from conftest import CPU, REPO, config_of, generated_dataset
 
-NUS_EXTRA = ("distill.extra_datasets=[{{dataset: nuscenes, root: {root}, version: v1.0-mini, intensity_scale: 0.0039, "
+NUS_EXTRA = ("data.extra_datasets=[{{dataset: nuscenes, root: {root}, version: v1.0-mini, intensity_scale: 0.0039, "
              "range: {{height: 16, width: 128, fov_up: 10.0, fov_down: -30.0}}}}]")
 
 
@@ -36,8 +38,14 @@ def nusc(tmp_path_factory):
     return generated_dataset(tmp_path_factory, "dnus", "nuscenes")
 
 
+def distill_set(reader, data_cfg, train: bool, image_size):
+    """The samples of the distillation task: one camera view per scan, resized (data/views.py)."""
+    views = CameraViews(reader, which="one", image_size=image_size, min_depth=1.0, train=train)
+    return SegmentationDataset(reader, data_cfg, train=train, views=views)
+
+
 def tiny(root, *more):
-    return load_config(REPO / "config/synthetic/scalr_tiny.yaml", [f"data.root={root}", *more])
+    return config_of("scalr_tiny.yaml", root, *more)
 
 
 def nus_cfg(root):
@@ -54,7 +62,7 @@ def pairing_stats(reader, size=None, epochs=2):
         for epoch in range(epochs):
             cam0 = next(iter(cams.values()))
             h, w = size or (cam0.height, cam0.width)
-            ds = DistillDataset(reader, reader_cfg(reader), train=True, image_size=(h, w))
+            ds = distill_set(reader, reader_cfg(reader), True, (h, w))
             s = ds[(i, epoch)]
             view = s["cameras"][0]
             cam = cams[view["name"]]
@@ -104,15 +112,12 @@ def test_every_paired_pixel_shows_the_points_object_up_to_occlusion(kitti, nusc)
 
 def test_one_random_camera_per_sample_and_a_fixed_one_for_validation(nusc):
     reader = build_reader(nus_cfg(nusc).data, "train")
-    train = DistillDataset(reader, nus_cfg(nusc).data, train=True, image_size=(28, 56))
+    train = distill_set(reader, nus_cfg(nusc).data, True, (28, 56))
     names = {train[(0, e)]["cameras"][0]["name"] for e in range(12)}
     assert len(names) >= 4  # all six nuScenes cameras are candidates
     assert train[(0, 3)]["cameras"][0]["name"] == train[(0, 3)]["cameras"][0]["name"]  # seeded
-    val = DistillDataset(reader, nus_cfg(nusc).data, train=False, image_size=(28, 56))
-    picks = set()
-    for e in range(4):
-        val.set_epoch(e)
-        picks.add(val[0]["cameras"][0]["name"])
+    val = distill_set(reader, nus_cfg(nusc).data, False, (28, 56))
+    picks = {val[(0, e)]["cameras"][0]["name"] for e in range(4)}
     assert len(picks) == 1
     view = train[(1, 0)]["cameras"][0]
     assert view["image"].shape == (3, 28, 56) and view["image"].dtype == torch.uint8
@@ -144,7 +149,7 @@ def test_task_loss_by_hand_and_the_teacher_gets_no_gradient(kitti):
     model = build_model(cfg, 19)
     task = DistillTask.from_config(cfg, model, None)
     reader = build_reader(cfg.data, "train")
-    ds = DistillDataset(reader, cfg.data, train=True, image_size=(28, 56))
+    ds = distill_set(reader, cfg.data, True, (28, 56))
     batch = collate([ds[(0, 0)], ds[(1, 0)]])
     task.eval()
     with torch.no_grad():
@@ -155,7 +160,7 @@ def test_task_loss_by_hand_and_the_teacher_gets_no_gradient(kitti):
         losses, count = 0.0, 0
         for b, views in enumerate(batch["cameras"]):
             view = views[0]
-            pixels = (view["image"][None].float() / 255 - task.pixel_mean) / task.pixel_std
+            pixels = normalise_images(view["image"][None])
             x, grid = teacher.embed_image(pixels)
             fmap = teacher.run_blocks(x, 0, teacher.depth, grid)[0, teacher.num_prefix:]
             fmap = fmap.t().reshape(-1, *grid)
@@ -186,7 +191,7 @@ def test_several_teachers_use_an_mlp_head(kitti):
     task = DistillTask.from_config(cfg, model, None)
     assert isinstance(task.head, torch.nn.Sequential) and task.head[-1].out_features == 48 + 48
     assert task.head[0].out_features == 24
-    ds = DistillDataset(build_reader(cfg.data, "train"), cfg.data, train=True, image_size=(28, 56))
+    ds = distill_set(build_reader(cfg.data, "train"), cfg.data, True, (28, 56))
     out = task(collate([ds[(0, 0)]]))
     assert torch.isfinite(out["loss"]) and out["loss"] > 0
 

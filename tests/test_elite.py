@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from balvit.config import load_config
+from balvit.run_config import load_config
 from balvit.data.labels import IGNORE
-from balvit.data.pseudo_labels import (ColorRegionPredictor, SAMPLG, SamMaskPredictor, densify, pixel_confusion,
-                                       pixel_scores, project_labels, stability_score)
+from balvit.data.pseudo_labels import (ColorRegionPredictor, SAMPLG, SamMaskPredictor, densify, project_labels,
+                                       stability_score)
+from balvit.metrics import camera_pixel_scores, pixel_confusion
 from balvit.errors import CheckpointError, ConfigError
 from balvit.losses import kl_distillation
 from balvit.models import build_model
@@ -66,7 +67,7 @@ def test_peft_trains_only_adapters_and_heads_and_leaves_base_weights(encoder, pe
                     assert torch.count_nonzero(p) == 0
     opt = torch.optim.AdamW([p for p in teacher.parameters() if p.requires_grad], lr=1e-2)
     adapters_before = {n: p.detach().clone() for n, p in teacher.adapter_parameters().items()}
-    batch = {"cameras": [[{"image": im, "pseudo": torch.randint(0, 19, im.shape[-2:])}] for im in images]}
+    batch = {"cameras": [[{"image": im, "label": torch.randint(0, 19, im.shape[-2:])}] for im in images]}
     teacher.train()
     for step in range(1, 4):
         loss, _ = teacher_image_loss(teacher, batch, cfg.loss, None)
@@ -223,7 +224,7 @@ def test_stability_score_and_pixel_scores_by_hand():
     assert stability_score(logits, offset=1.0)[0] == pytest.approx(1 / 3)
     truth = np.array([[0, 0, 1, 1, 255]])
     pred = np.array([[0, 255, 1, 0, 1]])
-    s = pixel_scores(pixel_confusion(pred, truth, 2))
+    s = camera_pixel_scores(pixel_confusion(pred, truth, 2))
     # class 0: tp 1, fn 1 (unlabelled) , fp 1 -> 1/3; class 1: tp 1, fn 1 -> 1/2
     assert s["miou"] == pytest.approx((1 / 3 + 1 / 2) / 2 * 100)
     assert s["coverage"] == pytest.approx(75.0) and s["precision"] == pytest.approx(200 / 3)
@@ -250,9 +251,9 @@ def _views(syn, split="train"):
 def test_sam_plg_against_the_renderer_ground_truth(syn, capsys):
     """Pixel mIoU of plain projection, projection + densification and SAM-PLG (with the colour
     stand-in predictor: no SAM weights here) against the synthetic renderer's per-pixel classes."""
-    cfg = load_config(TEACHER, ["elite.pseudo_labels.predictor=color"]).elite.pseudo_labels
+    cfg = load_config(TEACHER, ["pseudo_labels.mask_predictor=color"]).pseudo_labels
     plg = SAMPLG(ColorRegionPredictor(), cfg)
-    confs = {k: np.zeros((19, 20), dtype=np.int64) for k in ("projection", "densify", "sam_plg")}
+    confs = {k: np.zeros((20, 20), dtype=np.int64) for k in ("projection", "densify", "sam_plg")}
     accepted = 0
     for image, sparse, truth in _views(syn):
         label, stats = plg(image, sparse)
@@ -262,7 +263,7 @@ def test_sam_plg_against_the_renderer_ground_truth(syn, capsys):
         confs["projection"] += pixel_confusion(sparse, truth, 19)
         confs["densify"] += pixel_confusion(densify(sparse, cfg.densify_radius), truth, 19)
         confs["sam_plg"] += pixel_confusion(label, truth, 19)
-    scores = {k: pixel_scores(v) for k, v in confs.items()}
+    scores = {k: camera_pixel_scores(v) for k, v in confs.items()}
     with capsys.disabled():
         print("\nSAM-PLG (colour stand-in) vs renderer truth: " + ", ".join(
             f"{k} mIoU {v['miou']:.1f} (coverage {v['coverage']:.1f} %, precision {v['precision']:.1f} %)"
@@ -279,8 +280,8 @@ def test_sam_plg_against_the_renderer_ground_truth(syn, capsys):
 
 
 def test_sam_plg_runs_through_a_tiny_random_sam(syn):
-    cfg = load_config(TEACHER, ["elite.pseudo_labels.pred_iou_thresh=0.0", "elite.pseudo_labels.stability_thresh=0.0",
-                                "elite.pseudo_labels.min_purity=0.0", "elite.pseudo_labels.max_prompts=6"]).elite.pseudo_labels
+    cfg = load_config(TEACHER, ["pseudo_labels.pred_iou_thresh=0.0", "pseudo_labels.stability_thresh=0.0",
+                                "pseudo_labels.min_purity=0.0", "pseudo_labels.max_prompts=6"]).pseudo_labels
     predictor = SamMaskPredictor(build_sam("random", "tiny"))
     image, sparse, _ = next(iter(_views(syn)))
     predictor.set_image(image)
@@ -291,33 +292,37 @@ def test_sam_plg_runs_through_a_tiny_random_sam(syn):
     assert stats["prompts"] == 6 and label.shape == sparse.shape
     assert set(np.unique(label)) <= set(range(19)) | {IGNORE}
     # with real thresholds an untrained SAM's masks are rejected: the result is the densified projection
-    strict = load_config(TEACHER).elite.pseudo_labels
+    strict = load_config(TEACHER).pseudo_labels
     label2, stats2 = SAMPLG(predictor, strict)(image, sparse)
     if stats2["accepted"] == 0:
         assert np.array_equal(label2, np.where(sparse != IGNORE, sparse, densify(sparse, strict.densify_radius)))
 
 
-def test_camera_label_dataset_flip_keeps_points_on_their_labels(syn):
-    from dataclasses import replace
-
+def test_flipped_camera_views_keep_points_on_their_labels(syn):
     from balvit.data.dataset import SegmentationDataset, build_reader
-    from balvit.data.pseudo_labels import CameraLabelDataset
+    from balvit.data.pseudo_labels import PseudoLabels
+    from balvit.data.views import CameraViews
 
-    cfg = load_config(TEACHER, [f"data.root={syn}", "elite.pseudo_labels.mode=projection"])
+    cfg = load_config(TEACHER, [f"data.root={syn}", "pseudo_labels.method=projection"])
     reader = build_reader(cfg.data, "train")
-    ds = CameraLabelDataset(SegmentationDataset(reader, replace(cfg.data, cameras=True), train=False),
-                            cfg.elite.pseudo_labels, 19, truth=True, flip=True, seed=0)
+    labeller = PseudoLabels(cfg.pseudo_labels, reader.labels)
+
+    def views(flip):
+        return CameraViews(reader, which="all", flip=flip, labeller=labeller, truth=True, train=True, seed=0)
+
+    ds = SegmentationDataset(reader, cfg.data, train=False, views=views(True))
+    plain = SegmentationDataset(reader, cfg.data, train=False, views=views(False))
     flipped = 0
     for epoch in range(4):
         s = ds[(0, epoch)]
         (v,) = s["cameras"]
         px = np.floor(v["uv"][v["valid"]].numpy() + 0.5).astype(int)
-        shown = v["pseudo"].numpy()[px[:, 1], px[:, 0]]
+        shown = v["label"].numpy()[px[:, 1], px[:, 0]]
         lab = s["labels"].numpy()[v["valid"].numpy()]
         keep = shown != IGNORE
         assert (shown[keep] == lab[keep]).mean() > 0.9  # labels sit under their points
         assert (v["truth"].numpy()[px[:, 1], px[:, 0]][keep] == lab[keep]).mean() > 0.8  # truth flipped alike
-        flipped += int(not torch.equal(v["image"], ds.base[0]["cameras"][0]["image"]))
+        flipped += int(not torch.equal(v["image"], plain[0]["cameras"][0]["image"]))
     assert 0 < flipped < 4
 
 
@@ -365,7 +370,7 @@ def test_teacher_then_student_training_eval_and_checkpoints(syn, tmp_path):
 
     # joint mode: the teacher keeps training; its adapters/heads are task state, not student weights
     jcfg = load_config(STUDENT, [*common, *SMALL_STUDENT, f"elite.teacher_checkpoint={tmp_path / 'teacher/last.pt'}",
-                                 "elite.teacher_mode=joint", "elite.pseudo_labels.mode=densify"])
+                                 "elite.teacher_mode=joint", "pseudo_labels.method=densify"])
     joint = Trainer(jcfg, tmp_path / "joint", CPU, progress=False)
     before = {n: p.detach().clone() for n, p in joint.task.teacher.adapter_parameters().items()}
     joint.fit()
@@ -389,7 +394,7 @@ def test_teacher_checkpoint_errors_are_clear(syn, tmp_path):
                 CPU, progress=False)
     # a student checkpoint is not a teacher
     Trainer(load_config(STUDENT, [*common, "elite.teacher_mode=joint", "elite.teacher_checkpoint=", *TINY_SAM, "model.elite_teacher.decoder_channels=[8]",
-                                  "elite.pseudo_labels.mode=projection"]), tmp_path / "s", CPU, progress=False).fit()
+                                  "pseudo_labels.method=projection"]), tmp_path / "s", CPU, progress=False).fit()
     with pytest.raises(CheckpointError, match="'elite_student' model, but the .* must be a 'elite_teacher'"):
         load_trained_model(tmp_path / "s/last.pt", expect="elite_teacher", role="teacher")
     with pytest.raises(ConfigError, match="task elite_student trains model.name=elite_student"):

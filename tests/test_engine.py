@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from balvit.config import load_config
+from balvit.run_config import load_config
 from balvit.data.labels import semantickitti_labels
 from balvit.engine.checkpoint import load_checkpoint
 from balvit.engine.trainer import Trainer, run_eval, run_predict
 from balvit.errors import CheckpointError
-from conftest import CPU, REPO
+from conftest import CPU, REPO, config_of
 from fakedata import write_kitti, write_nuscenes
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
@@ -33,7 +33,7 @@ def kitti_root(tmp_path_factory):
 
 
 def tiny(root, *more):
-    return load_config(REPO / "config/synthetic/tiny.yaml", [f"data.root={root}", *more])
+    return config_of("tiny.yaml", root, *more)
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -147,7 +147,7 @@ def run_cli(args, **kw):
 
 def test_two_process_ddp_training_and_evaluation_equal_one_process(kitti_root, tmp_path):
     run = tmp_path / "ddp"
-    cmd = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1", "--master_port=29631",
+    cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "main.py", "config/synthetic/tiny.yaml", f"--data_root={kitti_root}", f"--save_path={run}", "train.steps=2"]
     proc = run_cli(cmd, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -157,7 +157,7 @@ def test_two_process_ddp_training_and_evaluation_equal_one_process(kitti_root, t
     p1 = run_cli(["main.py", "config/synthetic/tiny.yaml", f"--data_root={kitti_root}", f"--save_path={one}",
                   "--test_only", "--checkpoint", str(run / "best.pt")], timeout=600)
     assert p1.returncode == 0, p1.stderr[-3000:]
-    p2 = run_cli(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29632", "main.py",
+    p2 = run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "main.py",
                   "config/synthetic/tiny.yaml", f"--data_root={kitti_root}", f"--save_path={two}",
                   "--test_only", "--checkpoint", str(run / "best.pt")], timeout=600)
     assert p2.returncode == 0, p2.stderr[-3000:]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from balvit.config import load_config
+from balvit.run_config import load_config
 from balvit.data.camera import load_image, load_mask, pixel_index, project_points
 from balvit.data.dataset import SegmentationDataset
 from balvit.data.nuscenes import NuScenes

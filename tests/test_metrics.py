@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from balvit.engine.metrics import ConfusionMatrix, iou_from_confusion, markdown_table, summarize
+from balvit.metrics import ConfusionMatrix, iou_from_confusion, markdown_table, summarize
 
 
 def test_confusion_rows_are_ground_truth_and_ignore_is_skipped():

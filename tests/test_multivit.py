@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from balvit.config import PseudoLabelConfig, load_config
+from balvit.data.pseudo_labels import PseudoLabelConfig
+from balvit.run_config import load_config
 from balvit.data.base import CameraFrame
 from balvit.data.camera import load_image, load_mask, project_points
 from balvit.data.labels import IGNORE, semantickitti_labels
-from balvit.data.pseudo_labels import (HullPredictor, PseudoLabeller, SamBoxPredictor, build_predictor, camera_depth,
-                                       label_image_miou)
+from balvit.data.pseudo_labels import (HullPredictor, InstancePainter, PseudoLabels, SamBoxPredictor,
+                                       build_box_predictor, camera_depth)
 from balvit.data.semantickitti import SemanticKITTI
 from balvit.data.synthetic import generate
 from balvit.engine.checkpoint import load_checkpoint
@@ -23,8 +24,9 @@ from balvit.errors import ConfigError
 from balvit.losses import class_mean_contrastive, class_means
 from balvit.models import build_model
 from balvit.models.vit import FoundationViT
-from balvit.tasks.multivit import CameraFrames
-from conftest import CPU, REPO, generated_dataset
+from balvit.metrics import camera_pixel_scores, pixel_confusion
+from balvit.tasks.multivit import MultiViTJointTask
+from conftest import CPU, REPO, config_of, generated_dataset, task_context
 
 
 
@@ -35,7 +37,7 @@ def syn(tmp_path_factory):
 
 
 def tiny(root, *more):
-    return load_config(REPO / "config/synthetic/multivit_tiny.yaml", [f"data.root={root}", *more])
+    return config_of("multivit_tiny.yaml", root, *more)
 
 
 # ------------------------------------------------------------------------------- the model
@@ -89,19 +91,19 @@ def rendered(tmp_path_factory):
     return reader, cam, load_image(cam), reader.labels.to_train(load_mask(cam))
 
 
-@pytest.mark.parametrize("sam, floor", [("none", 50.0), ("standin", 45.0)])
-def test_pseudo_labels_against_the_renderers_per_pixel_classes(rendered, sam, floor, capsys):
+@pytest.mark.parametrize("method, floor", [("densify", 50.0), ("boxes", 45.0)])
+def test_pseudo_labels_against_the_renderers_per_pixel_classes(rendered, method, floor, capsys):
     reader, cam, image, truth = rendered
-    labeller = PseudoLabeller(reader.labels, PseudoLabelConfig(densify_radius=2, sam=sam), build_predictor(
-        PseudoLabelConfig(sam=sam)))
-    out = labeller(reader.load_points(0)[:, :3], reader.load_labels(0), cam, image, reader.load_instances(0))
-    assert out.shape == truth.shape and out.dtype == np.uint8
+    cfg = PseudoLabelConfig(method=method, densify_radius=2, occlusion_ratio=1.3, box_predictor="standin")
+    labeller = PseudoLabels(cfg, reader.labels, background=19)
+    out = labeller(reader.frames[0], cam, image, reader.load_points(0)[:, :3], reader.load_labels(0),
+                   reader.load_instances(0))
+    assert out.shape == truth.shape
     assert set(np.unique(out).tolist()) <= set(range(20)) | {IGNORE}
-    score = label_image_miou(out, truth, 19)
+    score = camera_pixel_scores(pixel_confusion(out, truth, 19))
     with capsys.disabled():
-        print(f"\n[pseudo-labels {sam}] pixel mIoU {score['miou']:.1f} % on a {image.shape[1]}x{image.shape[0]} "
-              f"rendered frame, coverage {score['coverage']:.1f} %, background on labelled pixels "
-              f"{score['background_on_labelled']:.1f} %")
+        print(f"\n[pseudo-labels {method}] camera-pixel mIoU {score['miou']:.1f} % on a {image.shape[1]}x{image.shape[0]} "
+              f"rendered frame, coverage {score['coverage']:.1f} %, precision {score['precision']:.1f} %")
     assert score["miou"] > floor
     # where LiDAR evidence exists (the image rows the scan covers), the labels mostly agree
     rows = np.flatnonzero((out != 19).any(1))
@@ -141,15 +143,18 @@ def test_box_prompts_ignore_boxes_mostly_outside_and_drop_occluded_ones():
     labels = np.concatenate([np.zeros(len(near) + len(behind) + len(side)), np.full(len(road), 8)]).astype(np.int64)
     inst = np.concatenate([np.full(len(near), 1), np.full(len(behind), 2), np.full(len(side), 3),
                            np.zeros(len(road))]).astype(np.int64)
-    labeller = PseudoLabeller(semantickitti_labels(), PseudoLabelConfig(densify_radius=2, min_cluster_points=5), Recorder())
+    cfg = PseudoLabelConfig(method="boxes", densify_radius=2, occlusion_ratio=1.3, min_cluster_points=5)
+    recorder = Recorder()
+    painter = InstancePainter(semantickitti_labels(), cfg, recorder)
     uv, valid = project_points(xyz, cam)
-    boxes = labeller.instance_boxes(xyz, labels, uv, valid, camera_depth(xyz, T), cam, inst)
+    boxes = painter.instance_boxes(xyz, labels, uv, valid, camera_depth(xyz, T), cam, inst)
     assert [b["fate"] for b in sorted(boxes, key=lambda b: (b["box"][0], b["depth"]))] == ["prompt", "occluded", "ignore"]
     side_box = next(b for b in boxes if b["fate"] == "ignore")
     assert side_box["inside"] < 0.5 and next(b for b in boxes if b["fate"] == "occluded")["occlusion"] > 0.6
     image = np.zeros((32, 64, 3), dtype=np.uint8)
-    out = labeller(xyz, labels, cam, image, inst)
-    assert len(labeller.predictor.boxes) == 1  # only the visible, unoccluded box is prompted
+    out = PseudoLabels(cfg, semantickitti_labels(), background=19, box_predictor=recorder).compute(
+        cam, image, xyz, labels, inst)
+    assert len(recorder.boxes) == 1  # only the visible, unoccluded box is prompted
     assert (out[14:19, 59:64] == IGNORE).all()  # the visible part of the side box
     assert (out[14:19, 28:36] == 0).all()  # the near car
     assert (out[0:10] == 19).all()  # no LiDAR evidence above the objects: background
@@ -176,10 +181,10 @@ def test_sam_box_predictor_with_a_tiny_random_sam(tmp_path):
     assert predictor.predict(image, np.zeros((0, 4))).shape == (0, 30, 50)
     # a locally saved SAM loads through the config value sam:<dir>; a missing one is a clear error
     predictor.model.save_pretrained(tmp_path / "sam")
-    loaded = build_predictor(PseudoLabelConfig(sam=f"sam:{tmp_path / 'sam'}"))
+    loaded = build_box_predictor(f"sam:{tmp_path / 'sam'}")
     assert np.array_equal(loaded.predict(image, np.array([[5.0, 4.0, 20.0, 25.0]])), masks[:1])
     with pytest.raises(ConfigError, match="no such SAM model directory"):
-        build_predictor(PseudoLabelConfig(sam=f"sam:{tmp_path / 'missing'}"))
+        build_box_predictor(f"sam:{tmp_path / 'missing'}")
 
 
 # ------------------------------------------------------------------------------- training
@@ -188,8 +193,8 @@ def test_sam_box_predictor_with_a_tiny_random_sam(tmp_path):
 def test_joint_samples_pair_a_crop_with_the_camera_it_overlaps(syn):
     cfg = tiny(syn, "task=multivit_joint")
     reader = SemanticKITTI(syn, "train", sequences=["00"])
-    labeller = PseudoLabeller(reader.labels, cfg.pseudo_labels, HullPredictor())
-    aligned = CameraFrames(reader, cfg, labeller, train=True, align=True)
+    ctx = task_context(cfg, reader)
+    aligned = MultiViTJointTask.from_config(cfg, build_model(cfg, 19), ctx).train_dataset(ctx)
     for epoch in range(4):
         s = aligned[(epoch % 2, epoch)]
         (view,) = s["cameras"]
@@ -207,8 +212,8 @@ def test_camera_pretraining_then_lidar_finetuning_from_its_checkpoint(syn, tmp_p
     stage1 = Trainer(cam_cfg, tmp_path / "camera", CPU, progress=False)
     lidar_init = {k: v.clone() for k, v in stage1.model.stem.state_dict().items()}
     metrics = stage1.fit()
-    assert 0.0 <= metrics["camera_miou_pseudo"] <= 100.0 and "camera_miou_true" in metrics
-    assert metrics["score"] == metrics["camera_miou_pseudo"]
+    assert 0.0 <= metrics["camera_pseudo_miou"] <= 100.0 and "camera_true_miou" in metrics
+    assert metrics["score"] == metrics["camera_pseudo_miou"]
     state = load_checkpoint(tmp_path / "camera/last.pt")
     assert any(k.startswith("backbone.model.encoder.layer.") for k in state["model"])  # the trained ViT is saved
     assert all(torch.equal(v, lidar_init[k]) for k, v in stage1.model.stem.state_dict().items())  # LiDAR stem untouched
@@ -227,7 +232,7 @@ def test_joint_training_with_contrastive_alignment_reports_both_branches(syn, tm
     cfg = tiny(syn, "task=multivit_joint", "camera_task.contrastive=pull_push", "train.steps=2")
     trainer = Trainer(cfg, tmp_path, CPU, progress=False)
     metrics = trainer.fit()
-    for key in ("miou", "camera_miou_pseudo", "camera_miou_true", "camera_background_iou"):
+    for key in ("miou", "camera_pseudo_miou", "camera_true_miou", "camera_pseudo_background_iou"):
         assert key in metrics, key
     assert metrics["score"] == metrics["miou"]
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

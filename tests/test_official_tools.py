@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from balvit.config import load_config
+from balvit.run_config import load_config
 from balvit.data.synthetic import generate
 from balvit.engine.trainer import Trainer, run_eval, run_predict
 from conftest import CPU, REPO

@@ -7,23 +7,17 @@ import pytest
 import torch
 import torch.nn as nn
 
-from balvit.config import load_config
-from balvit.data.dataset import SegmentationDataset, collate
+from balvit.run_config import load_config
 from balvit.models import build_model
 from balvit.models.vit import FoundationViT
 from balvit.models.kpconv import KPConv, knn_indices, kpconv_reference
 from balvit.models.rangevit import sliding_windows
 from balvit.tasks import SegmentationTask
-from conftest import REPO, MemoryScans
+from conftest import REPO, batch_of, config_of
 
 
 def cfg_of(*overrides):
-    return load_config(REPO / "config/synthetic/rangevit_tiny.yaml", list(overrides))
-
-
-def batch_of(cfg, sizes, train, seed=0):
-    ds = SegmentationDataset(MemoryScans(sizes, seed=seed), cfg.data, train=train, seed=seed)
-    return collate([ds[(i, 0)] for i in range(len(sizes))])
+    return config_of("rangevit_tiny.yaml", None, *overrides)
 
 
 def test_trainable_backbone_option_of_the_foundation_module():
@@ -199,5 +193,5 @@ def test_config_checks_name_the_key():
         cfg_of("model.rangevit.window=60")
     with pytest.raises(ConfigError, match="model.rangevit.stride"):
         cfg_of("model.rangevit.window=64", "model.rangevit.stride=80")
-    with pytest.raises(ConfigError, match="data.cameras"):
-        load_config(REPO / "config/synthetic/multivit_tiny.yaml", ["data.cameras=false"])
+    with pytest.raises(ConfigError, match="task multivit_camera needs model.name=multivit"):
+        load_config(REPO / "config/synthetic/multivit_tiny.yaml", ["model.name=rangevit"])

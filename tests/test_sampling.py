@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from balvit.config import load_config
+from balvit.run_config import load_config
 from balvit.data.dataset import SegmentationDataset, collate
 from balvit.data.mixed import MixedDataset
 from balvit.data.sampling import knn, point_subset, voxel_subsample

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from balvit.config import load_config
+from balvit.run_config import load_config
 from balvit.engine.checkpoint import init_model_from, save_checkpoint
 from balvit.engine.optim import build_optimizer
 from balvit.models import build_model
@@ -31,8 +31,8 @@ def test_pretrain_configs_distill_dinov2_on_mixed_datasets(path):
     cfg = load_config(path)
     assert cfg.task == "distill" and cfg.model.name == "waffleiron"
     assert cfg.distill.teachers[0].name.startswith("dinov2") and tuple(cfg.distill.image_size) == (224, 448)
-    assert cfg.distill.feature == "last_block" and cfg.distill.extra_datasets  # several datasets at once
-    assert {cfg.data.dataset, *(e.dataset for e in cfg.distill.extra_datasets)} == {"semantickitti", "nuscenes"}
+    assert cfg.distill.feature == "last_block" and cfg.data.extra_datasets  # several datasets at once
+    assert {cfg.data.dataset, *(e.dataset for e in cfg.data.extra_datasets)} == {"semantickitti", "nuscenes"}
     assert cfg.data.cameras and cfg.data.sampling.voxel_size == 0.1 and cfg.data.sampling.neighbors == 16
     assert (cfg.train.lr, cfg.train.weight_decay) == (0.002, 0.03)
     assert list(cfg.model.waffleiron.projections) == [2, 1, 0]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from balvit.config import load_config
+from balvit.run_config import load_config
 from balvit.data.dataset import SegmentationDataset, collate
 from balvit.engine.checkpoint import init_model_from, save_checkpoint
 from balvit.engine.optim import build_optimizer

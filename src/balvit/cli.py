@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-from .config import Config, load_config
-from .errors import BalvitError
+from .errors import BalvitError, ConfigError
+from .run_config import Config, load_config
 
 log = logging.getLogger("balvit")
 
@@ -34,7 +33,7 @@ def cmd_train(args) -> int:
     setup_logging(info.rank)
     try:
         cfg = _config(args)
-        trainer = Trainer(cfg, args.save_path, info, progress=not args.no_progress)
+        trainer = Trainer(cfg, args.save_path, info, progress=not args.no_progress, restart=args.restart)
         metrics = trainer.fit()
         if info.is_main and metrics:
             if "miou" in metrics:
@@ -108,7 +107,10 @@ def cmd_splits(args) -> int:
     from .data.splits import run_splits
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    percents = tuple(float(p) for p in args.percents.split(","))
+    try:
+        percents = tuple(float(p) for p in args.percents.split(","))
+    except ValueError:
+        raise ConfigError(f"--percents takes comma-separated numbers (e.g. 0.1,1,10), got {args.percents!r}") from None
     sequences = [x.strip() for x in args.sequences.split(",")] if args.sequences else None
     paths = run_splits(args.dataset, args.out, percents=percents, method=args.method, seed=args.seed,
                        data_root=args.data_root, version=args.version, sequences=sequences)
@@ -120,6 +122,8 @@ def cmd_splits(args) -> int:
 def cmd_stats(args) -> int:
     from .data.dataset import build_reader, range_statistics
 
+    if args.frames <= 0:
+        raise ConfigError(f"--frames must be a positive number of frames to read, got {args.frames}")
     cfg = _config(args)
     reader = build_reader(cfg.data, args.split or cfg.data.train_split)
     stats = range_statistics(reader, cfg.data, max_frames=args.frames, progress=not args.no_progress)
@@ -143,17 +147,6 @@ def cmd_pseudolabels(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    """`make bench` from anywhere: runs the source checkout's benchmarks/run_all.py with the given options."""
-    import subprocess
-
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "run_all.py"
-    if not script.is_file():
-        raise BalvitError(f"{script} not found: the benchmarks ship with the source checkout "
-                          "(install it with `pip install -e .` from a clone, or run `make bench` there)")
-    return subprocess.call([sys.executable, str(script), *args.bench_args], cwd=script.parents[1])
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="balvit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -164,11 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         if checkpoint:
             sp.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt / last.pt)")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
-        sp.add_argument("overrides", nargs="*", help="config overrides key.path=value")
+        sp.set_defaults(overrides=[])  # key.path=value overrides (anywhere on the line)
 
     t = sub.add_parser("train", help="train a model (resumes from SAVE_PATH/last.pt)")
     common(t, checkpoint=False)
     t.add_argument("--save_path", "--save-path", dest="save_path", required=True, help="run directory")
+    t.add_argument("--restart", action="store_true",
+                   help="start over in SAVE_PATH: the earlier run's files move to SAVE_PATH/replaced-<time>/")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("eval", help="per-class IoU and mIoU of a checkpoint on a labelled split")
@@ -187,8 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="print the model's trainable / frozen / total parameter counts")
     i.add_argument("config")
-    i.add_argument("overrides", nargs="*")
-    i.set_defaults(fn=cmd_info, data_root=None)
+    i.set_defaults(fn=cmd_info, data_root=None, overrides=[])
 
     st = sub.add_parser("stats", help="range-image normalisation statistics (data.range.mean/std) of a dataset")
     common(st, checkpoint=False)
@@ -232,20 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--frames", type=int, default=0, help="only the first N frames (0: all)")
     pl.set_defaults(fn=cmd_pseudolabels)
 
-    b = sub.add_parser("bench", help="run the benchmarks (benchmarks/run_all.py; e.g. --quick, --skip-study --repeats 3)")
-    b.add_argument("bench_args", nargs="*", help="options of benchmarks/run_all.py (see `balvit bench --help`)")
-    b.set_defaults(fn=cmd_bench)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:  # every option after `bench` belongs to benchmarks/run_all.py (--help included)
-        try:
-            return cmd_bench(argparse.Namespace(bench_args=argv[1:]))
-        except BalvitError as e:
-            print(f"balvit bench: error: {e}", file=sys.stderr)
-            return 2
     parser = build_parser()
     # key=value overrides may come after options (`train CFG --save_path X train.lr=1e-3`), which
     # argparse leaves unparsed: collect them, refuse anything else

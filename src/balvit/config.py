@@ -1,15 +1,27 @@
-"""Typed configuration: dataclass defaults <- YAML file(s) <- `key=value` overrides.
+"""Typed configuration: the loader (dataclass defaults <- YAML file(s) <- `key=value` overrides) and
+the sections every task shares (data, loss, train, eval).
 
 A YAML file may start from another one with `_base_: relative/path.yaml` (merged key by key, the
-child wins). Every key is checked against the dataclasses below: an unknown key or a value of the
-wrong type is a `ConfigError` naming the key (with the closest known key as a hint). The resolved
-config is a plain nested dict again (`to_dict`), written to every run directory and checkpoint.
+child wins). Every key is checked against the dataclasses: an unknown key, a key given twice in one
+mapping, or a value of the wrong type is a `ConfigError` naming the key (with the closest known key as
+a hint). The resolved config is a plain nested dict again (`to_dict`), written to every run directory
+and checkpoint.
+
+The root `Config` (task, these sections, the model's and the tasks' own sections) is assembled in
+run_config.py; each model's section is a dataclass beside the model (models/*.py), each task's beside
+the task (tasks/*.py).
+
+Compatibility (models/__init__.py `model_signature`, engine/checkpoint.py): a checkpoint fits a config
+when its model's name, its own config sections and the data settings it sees are equal, except the
+fields declared with `not_architecture(...)`; a resumed run must match its last.pt except the
+`RESUME_SAFE` fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import fnmatch
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,7 +31,21 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError
-from .models.vit import BackboneConfig
+
+NOT_ARCHITECTURE = "not_architecture"
+
+
+def not_architecture(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING):
+    """A model-config field that defines neither the trained parameters nor the function they compute (an
+    initial value, a regulariser, memory saving, an inference window, a weight source checked by
+    identity): a checkpoint stays compatible whatever its value."""
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata={NOT_ARCHITECTURE: True})
+    return field(default=default, metadata={NOT_ARCHITECTURE: True})
+
+
+# ------------------------------------------------------------------------------- data section
+
 
 # --------------------------------------------------------------------------------------- data
 
@@ -78,6 +104,27 @@ class PointSamplingConfig:
 
 
 @dataclass
+class ExtraDataConfig:
+    """Another dataset mixed into the training set of any task (`data.extra_datasets`; e.g. ScaLR pretrains
+    on nuScenes + SemanticKITTI at once). Augmentation, point sampling, BEV grid, NaN policy and workers come
+    from the `data` section."""
+
+    dataset: Literal["semantickitti", "nuscenes"] = "nuscenes"
+    root: str = ""
+    version: str = "v1.0-trainval"
+    train_split: str = "train"
+    train_sequences: list[str] = field(default_factory=list)
+    split_file: str = ""
+    label_fraction: float = 100.0
+    split_method: Literal["uniform", "random", "scenes"] = "uniform"
+    split_seed: int = 0
+    intensity_scale: float = 1.0
+    range: RangeViewConfig = field(default_factory=RangeViewConfig)
+
+
+
+
+@dataclass
 class DataConfig:
     dataset: Literal["semantickitti", "nuscenes"] = "semantickitti"
     root: str = ""  # set by --data_root
@@ -101,145 +148,18 @@ class DataConfig:
     nan_policy: Literal["error", "zero"] = "error"
     cameras: bool = False  # load camera images and point->pixel mappings
     max_val_frames: int = 0  # evaluate on the first N validation frames only (0: all)
-    num_workers: int = 2
+    num_workers: int = 2  # data-loader worker processes (0: load in the main process)
     range: RangeViewConfig = field(default_factory=RangeViewConfig)
     bev: BEVConfig = field(default_factory=BEVConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     sampling: PointSamplingConfig = field(default_factory=PointSamplingConfig)
+    # more datasets mixed into the training set (one loader, padded collation); empty: none
+    extra_datasets: list[ExtraDataConfig] = field(default_factory=list)
 
 
-# -------------------------------------------------------------------------------------- model
 
 
-@dataclass
-class BALViTConfig:
-    patch_size: list[int] = field(default_factory=lambda: [4, 8])  # (rows, cols) per token
-    stem_channels: int = 64  # range-view conv stem width at full resolution
-    stem_blocks: int = 2
-    bev_point_channels: int = 64  # PointNet width before scatter-max into polar cells
-    bev_channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # one per BEV scale
-    adapter_dim: int = 192  # width of the BEV spatial prior the injectors read and the extractors update
-    interaction_groups: int = 4  # K injector/extractor stages over the frozen blocks
-    deform_heads: int = 6
-    deform_points: int = 4
-    deform_ratio: float = 0.5  # value width of the deformable attention / ViT width
-    injector_init: float = 0.0  # learnable injector scale at start (0: frozen ViT unchanged)
-    ffn_ratio: float = 0.25  # ConvFFN hidden width / ViT width in the extractor
-    decoder_channels: int = 64
-    head_hidden: int = 128
-    empty_token_range: float = 10.0  # metres along the ray for tokens without points
-    default_z: float = -1.7  # height used for empty BEV cells' reference points
-
-
-@dataclass
-class WaffleIronConfig:
-    """WaffleIron point backbone (Puy et al., ICCV 2023; see models/waffleiron.py). Defaults: WI-48-256
-    of the WaffleIron SemanticKITTI config (one 250 x 250 (x, y) grid over +-50 m: 0.4 m cells)."""
-
-    width: int = 256  # F, channels of every point token
-    depth: int = 48  # L, number of (spatial mix + channel mix) layers
-    # axis removed by the projection of layer l (cycled over the layers): 2 -> (x, y) plane,
-    # 1 -> (x, z), 0 -> (y, z); one grid (rows, cols) per entry
-    projections: list[int] = field(default_factory=lambda: [2])
-    grids: list[list[int]] = field(default_factory=lambda: [[250, 250]])
-    # field of view [[x_min, y_min, z_min], [x_max, y_max, z_max]] (metres) mapped onto the grids;
-    # points outside fall into the border cells
-    fov: list[list[float]] = field(default_factory=lambda: [[-50.0, -50.0, -5.0], [50.0, 50.0, 3.0]])
-    norm: Literal["batch", "layer"] = "batch"  # token norm of every layer (layer norm for wide models)
-    drop_path: float = 0.0  # stochastic depth probability of every residual branch
-    layer_scale: float = 0.1  # initial per-channel scale of every residual branch
-    neighbors: int = 16  # k of the neighbourhood embedding when the batch brings no `knn` (torch.cdist)
-    freeze_backbone: bool = False  # linear probing: only the BN + linear head trains
-    # fine-tuning: lr scale decay^(depth + 1 - layer id) (embedding 0, layer i -> i + 1, head depth + 1);
-    # 0: off
-    layer_decay: float = 0.0
-    grad_checkpoint: bool = False  # recompute each layer in backward to save memory
-
-
-@dataclass
-class RangeViTConfig:
-    """RangeViT (Ando et al., CVPR 2023): conv stem + *trainable* ViT (initialised from
-    model.backbone.weights) + up-conv decoder + KPConv 3D refiner (see models/rangevit.py)."""
-
-    patch_size: list[int] = field(default_factory=lambda: [2, 8])  # (rows, cols) per token
-    in_channels: int = 5  # 5: range, x, y, z, intensity; 6: + the occupancy mask channel
-    stem_channels: int = 32  # width of the SalsaNext-style residual context blocks
-    stem_blocks: int = 3  # residual context blocks at full resolution
-    hidden_channels: int = 128  # stem output = skip width (RangeViT's D_h)
-    decoder_channels: int = 128  # up-conv decoder width
-    # sliding-window inference (eval mode): window and stride in columns; 0 = the whole width at once
-    window: int = 384
-    stride: int = 256
-    refiner: Literal["kpconv", "linear"] = "kpconv"  # linear: per-point linear layer instead of KPConv
-    refiner_channels: int = 128
-    knn: int = 7  # neighbours of the KPConv refiner (the point itself included)
-    kernel_points: int = 15
-    kernel_radius: float = 0.6  # metres
-    kernel_extent: float = 1.2  # influence distance of a kernel point, metres
-    knn_backend: Literal["auto", "kdtree", "torch"] = "auto"
-    point_sampling: Literal["bilinear", "nearest"] = "bilinear"  # per-point read of the 2D feature map
-    vit_lr_scale: float = 1.0  # learning-rate factor of the ViT's parameters
-
-
-@dataclass
-class MultiViTConfig:
-    """MultiViT's camera branch (CameraViT): conv stem with 8 x 8 patches into the SAME ViT as the
-    LiDAR branch, its own decoder and per-pixel head (classes + background)."""
-
-    camera_patch: int = 8  # pixels per token side
-    camera_stem_channels: int = 32
-    camera_decoder_channels: int = 128  # = model.rangevit.decoder_channels for the contrastive loss
-    image_size: list[int] = field(default_factory=lambda: [160, 512])  # (h, w) camera inputs are resized to
-
-
-@dataclass
-class ELiTeStudentConfig:
-    """The lightweight range-view LiDAR student of ELiTe (models/elite.py); about 2 M parameters."""
-
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # encoder stages, strides 1, 2, 4, 8
-    blocks: list[int] = field(default_factory=lambda: [1, 2, 3, 1])  # residual blocks per stage
-    decoder_channels: int = 64  # width of the top-down decoder (one classifier head per stage)
-    point_channels: int = 32  # per-point MLP on xyz, intensity, range
-    head_hidden: int = 64  # hidden width of the final point classifier
-
-
-@dataclass
-class ELiTeTeacherConfig:
-    """The PEFT-tuned image foundation teacher of ELiTe (models/elite.py)."""
-
-    # sam: the SAM image encoder (transformers SamModel, `sam_weights`); dinov2: the backbone of
-    # `model.backbone` (name, weights)
-    encoder: Literal["sam", "dinov2"] = "dinov2"
-    sam_weights: str = "hf:facebook/sam-vit-base"  # hf:<id> (local cache) | a directory | random
-    sam_arch: Literal["vit_b", "tiny"] = "vit_b"  # architecture built for sam_weights=random
-    image_size: list[int] = field(default_factory=lambda: [364, 1232])  # (rows, cols) fed to the encoder
-    peft: Literal["adalora", "lora", "none"] = "adalora"  # none: encoder fully frozen, only heads train
-    target_modules: list[str] = field(default_factory=list)  # empty: q_proj, v_proj (DINOv2) / qkv (SAM)
-    lora_rank: int = 8  # LoRA rank; AdaLoRA's average target rank
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    adalora_init_rank: int = 12  # AdaLoRA starts every matrix at this rank and prunes to lora_rank
-    adalora_tinit: float = 0.1  # fraction of train.steps before rank pruning starts
-    adalora_tfinal: float = 0.3  # fraction of train.steps at the end with fixed ranks
-    adalora_delta_t: int = 10  # steps between rank re-allocations
-    orth_reg_weight: float = 0.1  # AdaLoRA orthogonality regulariser on P and Q
-    feature_layers: list[int] = field(default_factory=list)  # blocks feeding the heads (1-based; empty: even)
-    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32])  # one per x2 up-sampling stage
-
-
-@dataclass
-class ModelConfig:
-    name: str = "balvit"
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    balvit: BALViTConfig = field(default_factory=BALViTConfig)
-    waffleiron: WaffleIronConfig = field(default_factory=WaffleIronConfig)
-    rangevit: RangeViTConfig = field(default_factory=RangeViTConfig)
-    multivit: MultiViTConfig = field(default_factory=MultiViTConfig)
-    elite_student: ELiTeStudentConfig = field(default_factory=ELiTeStudentConfig)
-    elite_teacher: ELiTeTeacherConfig = field(default_factory=ELiTeTeacherConfig)
-
-
-# ------------------------------------------------------------------------------ optimisation
+# ------------------------------------------------------------------------ loss, train, eval
 
 
 @dataclass
@@ -279,128 +199,9 @@ class EvalConfig:
     pictures: int = 4  # frames drawn as range-view / BEV pictures by eval and predict
 
 
-@dataclass
-class ExtraDataConfig:
-    """Another dataset mixed into the training set (e.g. ScaLR pretraining on nuScenes + KITTI).
-    Augmentation, point sampling, BEV grid, NaN policy and workers come from the `data` section."""
-
-    dataset: Literal["semantickitti", "nuscenes"] = "nuscenes"
-    root: str = ""
-    version: str = "v1.0-trainval"
-    train_split: str = "train"
-    train_sequences: list[str] = field(default_factory=list)
-    split_file: str = ""
-    label_fraction: float = 100.0
-    split_method: Literal["uniform", "random", "scenes"] = "uniform"
-    split_seed: int = 0
-    intensity_scale: float = 1.0
-    range: RangeViewConfig = field(default_factory=RangeViewConfig)
 
 
-@dataclass
-class DistillConfig:
-    """Image-to-LiDAR distillation (ScaLR, Puy et al., CVPR 2024; see tasks/distill.py)."""
-
-    # frozen image teachers; several: their (L2-normalised) pixel features are concatenated
-    teachers: list[BackboneConfig] = field(default_factory=lambda: [BackboneConfig()])
-    feature: Literal["last_block", "final_norm"] = "last_block"  # ScaLR: last block before the norm
-    image_size: list[int] = field(default_factory=lambda: [224, 448])  # (height, width) images are resized to
-    min_depth: float = 1.0  # points closer to the camera than this are not paired
-    head_hidden: int = 0  # hidden width of the 2-layer MLP head of several teachers (0: their total width)
-    extra_datasets: list[ExtraDataConfig] = field(default_factory=list)
-    # keep up to this many teacher feature maps in memory (images are not augmented, so a map is
-    # reused whenever its camera image comes back); 0: off
-    teacher_cache: int = 0
-
-
-@dataclass
-class PseudoLabelConfig:
-    """Camera pseudo-labels from labelled LiDAR points (data/pseudo_labels/boxes.py)."""
-
-    densify_radius: int = 4  # pixels: a pixel takes the label of the closest point within this radius
-    # box prompts for thing instances: none | standin (convex hull of the instance's projected points)
-    # | sam:<local HF SAM directory, hf:<id> in the local cache, or random (untrained tiny SAM, smoke runs)>
-    sam: str = "standin"
-    thing_classes: list[str] = field(default_factory=list)  # empty: the dataset's thing classes
-    cluster_radius: float = 0.5  # metres: thing points closer than this join one instance cluster
-    min_cluster_points: int = 10
-    max_occlusion: float = 0.6  # a box more than this fraction covered by nearer boxes is dropped
-    min_inside: float = 0.5  # a box with less than this fraction inside the image becomes ignore
-    cache_dir: str = ""  # store / reuse pseudo-label images here (useful with SAM)
-
-
-@dataclass
-class CameraTaskConfig:
-    """MultiViT training modes (tasks/multivit.py)."""
-
-    camera_weight: float = 1.0  # weight of the camera loss (joint training)
-    lidar_weight: float = 1.0  # weight of the LiDAR loss (joint training)
-    contrastive: Literal["none", "pull", "pull_push"] = "none"  # class-mean feature alignment
-    contrastive_weight: float = 0.1
-    temperature: float = 0.1  # of the pull_push (InfoNCE) form
-    align_crops: bool = True  # joint: the range-image crop overlaps the chosen camera image
-    val_cameras: int = 0  # cameras per validation frame for the camera mIoU (0: all)
-
-
-@dataclass
-class SamPLGConfig:
-    """ELiTe's dense camera labels from sparse projected LiDAR labels (SAM-PLG, data/pseudo_labels/samplg.py)."""
-
-    # projection: labelled points' pixels only; densify: + nearest labelled pixel within
-    # densify_radius; sam: SAM-PLG on the fly; files: read what `balvit pseudolabels` wrote to `directory`
-    mode: Literal["projection", "densify", "sam", "files"] = "densify"
-    directory: str = ""
-    densify_radius: int = 6  # pixels
-    predictor: Literal["sam", "color"] = "sam"  # SAM-PLG mask predictor; color: stand-in (no SAM)
-    sam_weights: str = "hf:facebook/sam-vit-base"  # hf:<id> | a directory | random
-    sam_arch: Literal["vit_b", "tiny"] = "vit_b"  # architecture built for sam_weights=random
-    points_per_prompt: int = 4  # positive point prompts (labelled pixels of the class) per mask
-    negative_points: int = 2  # negative points (labelled pixels of other classes) per mask
-    mask_prompt: bool = True  # also prompt with the (dilated) sparse mask of the class
-    prompt_dilation: int = 3  # pixels: sparse labels of one class closer than this form one prompt
-    min_points: int = 3  # labelled pixels a prompt needs
-    max_prompts: int = 96  # per image (the largest clusters first)
-    pred_iou_thresh: float = 0.88  # SAM automatic mask generator defaults (Kirillov et al. 2023)
-    stability_thresh: float = 0.92
-    stability_offset: float = 1.0
-    min_purity: float = 0.8  # share of the labelled pixels inside a mask that must carry its class
-    fill: Literal["densify", "none"] = "densify"  # pixels no accepted mask covers
-
-
-@dataclass
-class ELiTeConfig:
-    """ELiTe training (tasks/elite.py): teacher checkpoint, distillation weights, pseudo-labels."""
-
-    teacher_checkpoint: str = ""  # a trained elite_teacher checkpoint (best.pt / last.pt)
-    # frozen: the loaded teacher is fixed; joint: it keeps training with its 2D losses (as 2DPASS / ELiTe)
-    teacher_mode: Literal["frozen", "joint"] = "frozen"
-    kd_weight: float = 0.05  # lambda_xm per student stage (2DPASS, ELiTe)
-    kd_temperature: float = 1.0
-    stage_weight: float = 1.0  # CE + Lovasz weight of each stage head of the student
-    teacher_loss_weight: float = 1.0  # weight of the teacher's 2D losses (teacher task / joint mode)
-    # frozen teacher: keep its per-pixel maps of each training frame in memory (float16, up to this
-    # many MB) so it runs once per frame instead of once per step (0: no cache)
-    teacher_cache_mb: int = 0
-    flip: bool = True  # random horizontal flips of camera images when training the teacher
-    pseudo_labels: SamPLGConfig = field(default_factory=SamPLGConfig)
-
-
-@dataclass
-class Config:
-    task: Literal["segmentation", "distill", "multivit_camera", "multivit_joint", "elite_teacher",
-                  "elite_student"] = "segmentation"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
-    camera_task: CameraTaskConfig = field(default_factory=CameraTaskConfig)
-    elite: ELiTeConfig = field(default_factory=ELiTeConfig)
-
-
-# ------------------------------------------------------------------------------------ loading
+# ------------------------------------------------------------------------------------- loading
 
 
 def _type_name(tp: Any) -> str:
@@ -460,6 +261,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}' has an unsupported type {tp}")  # pragma: no cover
 
 
+def build_section(cls: type, data: dict, prefix: str = "") -> Any:
+    """A dataclass from a (nested) dict, every key and type checked; `prefix` names the keys in errors."""
+    return _build(cls, data, prefix)
+
+
 def _build(cls: type, data: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -492,7 +298,9 @@ def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
     if path.resolve() in _seen:
         raise ConfigError(f"config file {path} includes itself through _base_")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except ConfigError as e:
+        raise ConfigError(f"config file {path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -536,30 +344,109 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def from_dict(data: dict) -> Config:
-    cfg = _build(Config, data)
-    validate(cfg)
-    return cfg
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML (with _base_) <- overrides, checked against the dataclasses."""
-    data = read_yaml(path) if path is not None else {}
-    data = apply_overrides(data, list(overrides or []))
-    return from_dict(data)
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"key '{key}' is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                              "the second would silently replace the first")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def dump_yaml(cfg: Config) -> str:
+def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
 
 
-def validate(cfg: Config) -> None:
-    """Cross-field checks that types alone cannot express."""
-    rv = cfg.data.range
+# ---------------------------------------------------------------------------------- comparing
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1} (lists are values)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def differences(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) for every key whose values differ, keys matching an
+    fnmatch pattern of `ignore` left out; sorted by key."""
+    fa, fb = flatten(a), flatten(b)
+    out = []
+    for key in sorted(set(fa) | set(fb)):
+        if any(fnmatch.fnmatchcase(key, pat) for pat in ignore):
+            continue
+        if fa.get(key, _MISSING) != fb.get(key, _MISSING):
+            out.append((key, fa.get(key, _MISSING), fb.get(key, _MISSING)))
+    return out
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_MISSING = _Missing()
+
+
+def describe_differences(diffs: list[tuple[str, Any, Any]], left: str, right: str, limit: int = 6) -> str:
+    """'key: <left> a, <right> b; ...' for an error message (at most `limit`, then a count)."""
+    shown = [f"{k}: {left} {a!r}, {right} {b!r}" for k, a, b in diffs[:limit]]
+    more = f"; and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return "; ".join(shown) + more
+
+
+def not_architecture_fields(cls: type, prefix: str) -> list[str]:
+    """Dotted names of the `not_architecture` fields of a config dataclass (recursively)."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get(NOT_ARCHITECTURE):
+            out.append(prefix + f.name)
+        elif dataclasses.is_dataclass(hints[f.name]):
+            out.extend(not_architecture_fields(hints[f.name], f"{prefix}{f.name}."))
+    return out
+
+
+# A resumed run (same --save_path) must have the config of its last.pt except these fields
+# (fnmatch patterns over dotted keys): how long and how often, where the data lies, how many
+# workers, how much memory. Changing train.steps re-plans the cosine schedule for the new total.
+RESUME_SAFE = (
+    "train.steps", "train.log_every", "train.eval_every", "train.save_every",
+    "data.root", "data.num_workers", "data.max_val_frames", "data.preflight",
+    "eval.*", "*.grad_checkpoint",
+)
+
+
+# ----------------------------------------------------------------------------- shared checks
+
+
+def _positive(value: float, key: str, zero_ok: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"{key} must be {'>= 0' if zero_ok else '> 0'}, got {value}")
+
+
+def check_shared(data: DataConfig, loss: LossConfig, train: TrainConfig, evaluation: EvalConfig) -> None:
+    """Cross-field and range checks of the shared sections (the model's and task's come from them)."""
+    rv = data.range
     if rv.height <= 0 or rv.width <= 0:
         raise ConfigError(f"data.range.height/width must be positive, got {rv.height} x {rv.width}")
     if rv.fov_up <= rv.fov_down:
@@ -569,124 +456,41 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"data.range.{name} needs 5 values (range, x, y, z, intensity)")
     if min(rv.std) <= 0:
         raise ConfigError("data.range.std values must be positive")
-    bev = cfg.data.bev
+    bev = data.bev
     if bev.max_radius <= bev.min_radius or bev.radius_bins <= 0 or bev.azimuth_bins <= 0:
         raise ConfigError("data.bev needs max_radius > min_radius and positive bin counts")
-    if not 0 < cfg.data.label_fraction <= 100:
-        raise ConfigError(f"data.label_fraction is a percentage in (0, 100], got {cfg.data.label_fraction}")
-    aug = cfg.data.augment
+    if not 0 < data.label_fraction <= 100:
+        raise ConfigError(f"data.label_fraction is a percentage in (0, 100], got {data.label_fraction}")
+    for j, extra in enumerate(data.extra_datasets):
+        if not 0 < extra.label_fraction <= 100:
+            raise ConfigError(f"data.extra_datasets[{j}].label_fraction is a percentage in (0, 100], "
+                              f"got {extra.label_fraction}")
+    _positive(data.intensity_scale, "data.intensity_scale")
+    _positive(data.num_workers, "data.num_workers", zero_ok=True)
+    _positive(data.max_val_frames, "data.max_val_frames", zero_ok=True)
+    aug = data.augment
     if len(aug.scale) != 2 or aug.scale[0] > aug.scale[1] or aug.scale[0] <= 0:
         raise ConfigError(f"data.augment.scale must be [low, high] with 0 < low <= high, got {aug.scale}")
     if aug.crop_width < 0 or aug.crop_width > rv.width:
         raise ConfigError(f"data.augment.crop_width must be in 0..data.range.width ({rv.width}), got {aug.crop_width}")
-    b = cfg.model.balvit
-    if len(b.patch_size) != 2 or min(b.patch_size) <= 0:
-        raise ConfigError(f"model.balvit.patch_size must be [rows, cols], got {b.patch_size}")
-    if cfg.model.name == "balvit":
-        ph, pw = b.patch_size
-        if rv.height % ph:
-            raise ConfigError(f"data.range.height ({rv.height}) must be divisible by model.balvit.patch_size[0] ({ph})")
-        for w, key in ((rv.width, "data.range.width"), (aug.crop_width, "data.augment.crop_width")):
-            if w and w % pw:
-                raise ConfigError(f"{key} ({w}) must be divisible by model.balvit.patch_size[1] ({pw})")
-        if b.interaction_groups <= 0:
-            raise ConfigError("model.balvit.interaction_groups must be positive")
-    if cfg.model.name in ("rangevit", "multivit"):
-        r = cfg.model.rangevit
-        if len(r.patch_size) != 2 or min(r.patch_size) <= 0:
-            raise ConfigError(f"model.rangevit.patch_size must be [rows, cols], got {r.patch_size}")
-        ph, pw = r.patch_size
-        if rv.height % ph:
-            raise ConfigError(f"data.range.height ({rv.height}) must be divisible by model.rangevit.patch_size[0] ({ph})")
-        for w, key in ((rv.width, "data.range.width"), (aug.crop_width, "data.augment.crop_width"),
-                       (r.window, "model.rangevit.window")):
-            if w and w % pw:
-                raise ConfigError(f"{key} ({w}) must be divisible by model.rangevit.patch_size[1] ({pw})")
-        if r.window < 0 or r.stride < 0 or (r.window and not 0 < r.stride <= r.window):
-            raise ConfigError(f"model.rangevit.stride ({r.stride}) must be in 1..model.rangevit.window ({r.window})")
-        if r.in_channels not in (5, 6):
-            raise ConfigError(f"model.rangevit.in_channels must be 5 or 6, got {r.in_channels}")
-        if r.knn < 1 or r.kernel_points < 1:
-            raise ConfigError("model.rangevit.knn and model.rangevit.kernel_points must be positive")
-    if cfg.model.name == "multivit":
-        m = cfg.model.multivit
-        if len(m.image_size) != 2 or min(m.image_size) <= 0 or m.camera_patch <= 0:
-            raise ConfigError(f"model.multivit.image_size must be [h, w] > 0, got {m.image_size}")
-        if m.camera_patch % 2 or any(v % m.camera_patch for v in m.image_size):
-            raise ConfigError(f"model.multivit.image_size {m.image_size} must be divisible by camera_patch "
-                              f"({m.camera_patch}, an even number)")
-    if cfg.task.startswith("multivit"):
-        if cfg.model.name != "multivit":
-            raise ConfigError(f"task {cfg.task} needs model.name=multivit, got {cfg.model.name!r}")
-        if not cfg.data.cameras:
-            raise ConfigError(f"task {cfg.task} needs camera images: set data.cameras=true")
-    t = cfg.train
-    if t.steps <= 0 or t.batch_size <= 0 or t.lr <= 0:
-        raise ConfigError("train.steps, train.batch_size and train.lr must be positive")
-    _validate_points(cfg)
-
-
-def _validate_points(cfg: Config) -> None:
-    """Point sampling, WaffleIron and distillation checks."""
-    sp = cfg.data.sampling
+    _positive(aug.translate_std, "data.augment.translate_std", zero_ok=True)
+    sp = data.sampling
     if sp.voxel_size < 0 or sp.max_points < 0 or sp.neighbors < 0:
         raise ConfigError("data.sampling.voxel_size, max_points and neighbors must be >= 0")
-    w = cfg.model.waffleiron
-    if len(w.projections) != len(w.grids) or not w.projections:
-        raise ConfigError(f"model.waffleiron.projections ({w.projections}) and grids ({w.grids}) need one grid per projection")
-    if any(a not in (0, 1, 2) for a in w.projections):
-        raise ConfigError(f"model.waffleiron.projections are axes 0 (x), 1 (y) or 2 (z), got {w.projections}")
-    if any(len(g) != 2 or min(g) <= 0 for g in w.grids):
-        raise ConfigError(f"model.waffleiron.grids must be [rows, cols] pairs of positive sizes, got {w.grids}")
-    if len(w.fov) != 2 or any(len(f) != 3 for f in w.fov) or any(lo >= hi for lo, hi in zip(*w.fov)):
-        raise ConfigError(f"model.waffleiron.fov must be [[x_min, y_min, z_min], [x_max, y_max, z_max]] with min < max, got {w.fov}")
-    if w.width <= 0 or w.depth <= 0 or w.neighbors <= 0:
-        raise ConfigError("model.waffleiron.width, depth and neighbors must be positive")
-    if not 0 <= w.drop_path < 1 or not 0 <= w.layer_decay <= 1:
-        raise ConfigError("model.waffleiron.drop_path must be in [0, 1) and layer_decay in [0, 1]")
-    if cfg.model.name == "waffleiron" and sp.neighbors and sp.neighbors != w.neighbors:
-        raise ConfigError(f"data.sampling.neighbors ({sp.neighbors}) differs from model.waffleiron.neighbors ({w.neighbors})")
-    d = cfg.distill
-    if len(d.image_size) != 2 or min(d.image_size) <= 0:
-        raise ConfigError(f"distill.image_size must be [height, width], got {d.image_size}")
-    if cfg.task == "distill" and not d.teachers:
-        raise ConfigError("task=distill needs at least one teacher in distill.teachers")
-    _validate_elite(cfg)
-    t = cfg.train
+    for key in ("ce_weight", "lovasz_weight", "focal_gamma", "aux_weight"):
+        _positive(getattr(loss, key), f"loss.{key}", zero_ok=True)
+    if not 0 <= loss.label_smoothing < 1:
+        raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {loss.label_smoothing}")
+    t = train
     if t.steps <= 0 or t.batch_size <= 0 or t.lr <= 0:
         raise ConfigError("train.steps, train.batch_size and train.lr must be positive")
-
-
-def _validate_elite(cfg: Config) -> None:
-    """ELiTe fields that types alone cannot check (only when an ELiTe model or task is used)."""
-    if not (cfg.model.name.startswith("elite") or cfg.task.startswith("elite")):
-        return
-    st = cfg.model.elite_student
-    if len(st.channels) < 2 or len(st.channels) != len(st.blocks) or min(st.channels + st.blocks) <= 0:
-        raise ConfigError("model.elite_student.channels and .blocks need one positive value per stage (>= 2 stages)")
-    te = cfg.model.elite_teacher
-    if len(te.image_size) != 2 or min(te.image_size) <= 0:
-        raise ConfigError(f"model.elite_teacher.image_size must be [rows, cols], got {te.image_size}")
-    if not te.decoder_channels or min(te.decoder_channels) <= 0:
-        raise ConfigError("model.elite_teacher.decoder_channels needs at least one positive width")
-    if te.feature_layers and len(te.feature_layers) != len(te.decoder_channels):
-        raise ConfigError("model.elite_teacher.feature_layers needs one block per decoder stage "
-                          f"({len(te.decoder_channels)}), got {te.feature_layers}")
-    if not 0 <= te.adalora_tinit < 1 or not 0 <= te.adalora_tfinal < 1 or te.adalora_tinit + te.adalora_tfinal >= 1:
-        raise ConfigError("model.elite_teacher.adalora_tinit / adalora_tfinal are fractions of train.steps "
-                          "with tinit + tfinal < 1")
-    if te.peft != "none" and (te.lora_rank <= 0 or te.adalora_init_rank < te.lora_rank):
-        raise ConfigError("model.elite_teacher needs lora_rank > 0 and adalora_init_rank >= lora_rank")
-    el = cfg.elite
-    if el.kd_temperature <= 0:
-        raise ConfigError("elite.kd_temperature must be positive")
-    pl = el.pseudo_labels
-    if pl.mode == "files" and not pl.directory:
-        raise ConfigError("elite.pseudo_labels.mode=files needs elite.pseudo_labels.directory")
-    if pl.points_per_prompt <= 0 or pl.densify_radius < 0 or pl.prompt_dilation < 0:
-        raise ConfigError("elite.pseudo_labels: points_per_prompt must be positive, radii non-negative")
-    if cfg.task == "elite_student":
-        if cfg.model.name != "elite_student":
-            raise ConfigError(f"task elite_student trains model.name=elite_student, not {cfg.model.name!r}")
-    if cfg.task == "elite_teacher" and cfg.model.name != "elite_teacher":
-        raise ConfigError(f"task elite_teacher trains model.name=elite_teacher, not {cfg.model.name!r}")
+    _positive(t.log_every, "train.log_every")
+    _positive(t.save_every, "train.save_every")
+    _positive(t.eval_every, "train.eval_every", zero_ok=True)
+    _positive(t.warmup_steps, "train.warmup_steps", zero_ok=True)
+    _positive(t.grad_clip, "train.grad_clip", zero_ok=True)
+    _positive(t.weight_decay, "train.weight_decay", zero_ok=True)
+    if not 0 <= t.min_lr <= t.lr:
+        raise ConfigError(f"train.min_lr must be in [0, train.lr ({t.lr})], got {t.min_lr}")
+    _positive(evaluation.batch_size, "eval.batch_size")
+    _positive(evaluation.pictures, "eval.pictures", zero_ok=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .config import load_config
+from .run_config import load_config
 from .data.splits import class_presence, format_presence_table, read_split_file, run_splits
 from .engine import dist as D
 from .engine.log import setup_logging

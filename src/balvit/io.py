@@ -1,6 +1,9 @@
 """Atomic file output: everything is written to a temporary file in the target folder, then renamed.
 
 A crash or Ctrl-C therefore never leaves a half-written prediction, checkpoint or report behind.
+Files get the permissions of a normal write (0666 minus the user's umask), not mkstemp's 0600. An
+output folder that cannot be written (a path under a file, a read-only file system, a full disk) is
+a `DataError` naming it; `ensure_writable` checks one before long work starts.
 """
 
 from __future__ import annotations
@@ -12,18 +15,46 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import DataError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def ensure_writable(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create `folder` (and parents) and check that a file can be written in it; DataError otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise DataError(f"{what} {folder} is not writable: {e.strerror or e}") from None
+    return folder
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it is renamed onto `path`, else removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise DataError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        raise DataError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -49,7 +80,10 @@ def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch reports a short write (e.g. a full disk) as a RuntimeError
+            raise DataError(f"cannot write {path}: {str(e).splitlines()[0]} (is the disk full?)") from None
     return Path(path)
 
 

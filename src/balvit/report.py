@@ -13,7 +13,7 @@ from .config import DataConfig
 from .data.labels import IGNORE, LabelSpec
 from .data.projection import closest_per_cell
 from .io import save_figure, save_image, write_text
-from .engine.metrics import markdown_table
+from .metrics import markdown_table
 
 log = logging.getLogger(__name__)
 

@@ -57,6 +57,11 @@ class ScanDataset(ABC):
     def load_points(self, i: int) -> np.ndarray:
         """float32 (N, 4) x, y, z, intensity of frame i."""
 
+    def describe(self) -> str:
+        """The split in words, for messages: dataset, split name and where it lies."""
+        root = getattr(self, "root", None)
+        return f"{self.name} {self.split!r} split" + (f" under {root}" if root is not None else "")
+
     def scan_path(self, i: int) -> Path:
         """The point file of frame i (for error messages)."""
         return Path(f"{self.name} frame {self.frames[i]}")

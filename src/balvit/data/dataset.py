@@ -11,7 +11,8 @@ A sample (all torch tensors unless noted):
     bev_cell     (N, 2) int64     (radius bin, azimuth bin) of the polar BEV grid
     frame        str              frame id; index (int) position in the reader
     num_invalid  int              points whose NaN/inf coordinates were zeroed (nan_policy "zero")
-    cameras      list[dict]       only with data.cameras: image (3, h, w) uint8, uv (N, 2), valid (N,)
+    cameras      list[dict]       camera views (data/views.py): with data.cameras every camera's full image,
+                                  or the views a task asks for (one random camera, resized, labelled, ...)
   with data.sampling (point-based models; see data/sampling.py):
     sub_index    (M,)   int64     points the model runs on (one per voxel in evaluation; all in training,
                                   where voxelisation and data.sampling.max_points already dropped points)
@@ -26,18 +27,21 @@ from __future__ import annotations
 
 import logging
 import signal
+from dataclasses import fields, replace
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..config import DataConfig
+from ..config import DataConfig, ExtraDataConfig
 from ..errors import DataError
 from .base import ScanDataset
 from .labels import IGNORE
+from .mixed import MixedDataset
 from .projection import polar_cells, range_image
 from .sampling import cap_points, point_subset, voxel_subsample
 from .transforms import augment_points, crop_start, sample_rng
+from .views import CameraViews
 
 log = logging.getLogger(__name__)
 
@@ -75,27 +79,56 @@ def training_frames(cfg: DataConfig) -> tuple[list[str], str]:
                     f"({cfg.label_fraction:g} %, {cfg.split_method}, seed {cfg.split_seed})")
 
 
+def extra_data_config(base: DataConfig, j: int) -> DataConfig:
+    """The data section of `data.extra_datasets[j]`: its own identity and sensor, the rest from `base`."""
+    extra = base.extra_datasets[j]
+    if not extra.root:
+        raise DataError(f"data.extra_datasets[{j}].root is empty: give the dataset's root directory")
+    own = {f.name: getattr(extra, f.name) for f in fields(ExtraDataConfig)}
+    return replace(base, **own, extra_datasets=[])
+
+
+def training_readers(cfg: DataConfig) -> list[tuple[ScanDataset, DataConfig, str]]:
+    """(reader of the labelled training frames, its data section, where the frames came from) of the
+    dataset and of every `data.extra_datasets` entry (mixed into one training set)."""
+    out = []
+    for j in range(-1, len(cfg.extra_datasets)):
+        dcfg = cfg if j < 0 else extra_data_config(cfg, j)
+        frames, desc = training_frames(dcfg)
+        out.append((build_reader(dcfg, dcfg.train_split, frames=frames), dcfg, desc))
+    return out
+
+
+def mixed_training_set(readers: list[tuple[ScanDataset, DataConfig, str]], make, seed: int) -> Dataset:
+    """make(reader, data_cfg, seed) for every training reader; several are mixed in one MixedDataset
+    (dataset j is seeded with seed + 7919 j, so that their augmentations differ)."""
+    sets = [make(reader, dcfg, seed + 7919 * j) for j, (reader, dcfg, _) in enumerate(readers)]
+    return sets[0] if len(sets) == 1 else MixedDataset(sets)
+
+
 class SegmentationDataset(Dataset):
     """Reader + projections (+ augmentation when `train`) -> sample dicts."""
 
-    def __init__(self, reader: ScanDataset, cfg: DataConfig, train: bool, seed: int = 0):
+    def __init__(self, reader: ScanDataset, cfg: DataConfig, train: bool, seed: int = 0,
+                 views: CameraViews | None = None):
+        """views: the camera views every sample carries (None: every camera's full image when
+        data.cameras is set, else none)."""
         self.reader = reader
         self.cfg = cfg
         self.train = train
         self.seed = seed
-        self.epoch = 0
+        if views is None and cfg.cameras:
+            views = CameraViews(reader, which="all", train=train, seed=seed)
+        self.views = views
         self.mean = np.asarray(cfg.range.mean, dtype=np.float32)[:, None, None]
         self.std = np.asarray(cfg.range.std, dtype=np.float32)[:, None, None]
 
     def __len__(self) -> int:
         return len(self.reader)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """key = frame index, or (frame index, epoch) from `StreamSampler` (seeds the augmentation)."""
-        i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
+        i, epoch = key if isinstance(key, tuple) else (key, 0)
         cfg = self.cfg
         reader = self.reader
         points, invalid = reader.load_points_checked(i)
@@ -164,30 +197,19 @@ class SegmentationDataset(Dataset):
         if sp.voxel_size > 0 or sp.neighbors > 0:
             subset = point_subset(points, sp.voxel_size, sp.neighbors, subsample=not self.train)
             sample.update({k: torch.from_numpy(v) for k, v in subset.items()})
-        if cfg.cameras:
-            sample["cameras"] = self._cameras(i, points, point_index)
+        if self.views is not None:
+            sample["cameras"] = self.views.views(i, epoch, point_index)
         return sample
 
     def choose_crop(self, i: int, epoch: int, points: np.ndarray, rng: np.random.Generator) -> int:
         """First column of the training crop of frame i (`points`: the augmented scan, before the
-        crop). Default: uniform over the width; a subclass may aim the crop (e.g. at a camera)."""
-        return crop_start(self.cfg.range.width, self.cfg.augment.crop_width, rng)
-
-    def _cameras(self, i: int, points: np.ndarray, point_index: np.ndarray) -> list[dict]:
-        """Camera images of frame i and the pixel of every point (in the un-augmented frame)."""
-        from .camera import load_image, project_points
-
-        original = self.reader.load_points(i)[point_index, :3]
-        views = []
-        for cam in self.reader.load_cameras(i):
-            uv, valid = project_points(original, cam)
-            views.append({
-                "name": cam.name,
-                "image": torch.from_numpy(np.ascontiguousarray(load_image(cam).transpose(2, 0, 1))),
-                "uv": torch.from_numpy(uv.astype(np.float32)),
-                "valid": torch.from_numpy(valid),
-            })
-        return views
+        crop): aimed at the drawn camera when the views ask for it, else uniform over the width."""
+        width, cw = self.cfg.range.width, self.cfg.augment.crop_width
+        if self.views is not None and self.views.aim_crop:
+            start = self.views.crop_start(i, epoch, points, width, cw, rng)
+            if start is not None:
+                return start
+        return crop_start(width, cw, rng)
 
 
 class StreamSampler(Sampler):

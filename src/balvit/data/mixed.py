@@ -34,11 +34,6 @@ class MixedDataset(Dataset):
         j = bisect.bisect_right(self.starts, k) - 1
         return j, k - self.starts[j]
 
-    def set_epoch(self, epoch: int) -> None:
-        for d in self.datasets:
-            if hasattr(d, "set_epoch"):
-                d.set_epoch(epoch)
-
     def __getitem__(self, key):
         k, epoch = key if isinstance(key, tuple) else (key, None)
         j, i = self.locate(int(k))

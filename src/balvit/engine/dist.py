@@ -1,8 +1,12 @@
-"""torchrun-only distributed setup: rank and world size come from the environment.
+"""torchrun-only distributed setup, and every cross-rank communication of the toolkit.
 
-One process without torchrun takes the same code path with world size 1. Backend: NCCL on CUDA,
-gloo on CPU. Evaluation shards frames as range(rank, n, world) - every scan exactly once, no
-padding - and sums confusion matrices with an all-reduce.
+Rank and world size come from the environment (torchrun); one process without torchrun takes the
+same code path with world size 1. On GPUs the process group serves both CUDA and CPU tensors
+("cuda:nccl,cpu:gloo": NCCL alone reduces only CUDA tensors), on CPUs it is gloo. Evaluation shards
+frames as range(rank, n, world) - every scan exactly once, no padding - and sums its evaluators'
+states with `all_reduce_sum`; the trainer gathers RNG states and agrees on stopping through
+`all_gather_object` / `any_rank`. Nothing else in the package calls torch.distributed collectives
+(tests/test_distributed.py checks it).
 """
 
 from __future__ import annotations
@@ -45,8 +49,39 @@ def init_distributed(device: str = "auto") -> DistInfo:
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+        dist.init_process_group(BACKEND_CUDA if use_cuda else "gloo", timeout=timedelta(minutes=30))
     return DistInfo(rank, world, local, dev)
+
+
+BACKEND_CUDA = "cuda:nccl,cpu:gloo"  # NCCL for CUDA tensors, gloo for CPU tensors, in one group
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def reduce_device() -> torch.device:
+    """Where collectives run: the CPU whenever the process group has a CPU backend (gloo), else the
+    current CUDA device (a pure NCCL group set up elsewhere). The same on every rank, so that all
+    ranks always use the same backend for one collective."""
+    backend = str(dist.get_backend()) if _active() else "gloo"
+    return torch.device("cpu") if ("gloo" in backend or "mpi" in backend) else torch.device("cuda", torch.cuda.current_device())
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum of `t` over all ranks (`t` itself in a single process), on `t`'s device."""
+    if not _active():
+        return t
+    x = t.detach().to(reduce_device(), copy=True)
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x.to(t.device)
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on at least one."""
+    if not _active():
+        return flag
+    return bool(all_reduce_sum(torch.tensor([1 if flag else 0], dtype=torch.int64)).item())
 
 
 def cleanup() -> None:
@@ -66,24 +101,6 @@ def all_gather_object(obj):
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj, src: int = 0):
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def all_reduce_mean(value: float) -> float:
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t)
-    return float(t.item()) / dist.get_world_size()
 
 
 def shard(n: int, rank: int, world: int) -> list[int]:

@@ -1,29 +1,113 @@
-"""Model registry: config `model.name` -> class with `from_config(cfg, num_classes)`."""
+"""Model registry: `model.name` -> (model class, config section class), and the `model` config section.
+
+Each model file holds its model and its config dataclass (nanoGPT's `GPTConfig` beside `GPT`). A
+config class declares `sections` (the ModelConfig sections that define the architecture, e.g. MultiViT:
+backbone + rangevit + multivit), `data_fields` (the `data.*` settings that change what the model sees:
+class map, intensity scale, projections) and `check(cfg)` (its own cross-field checks).
+
+Adding a model: one file with `class MyModel(SegModel)` (`from_config(cfg, num_classes)`) and
+`class MyModelConfig` (its section), a field `mymodel: MyModelConfig` in `ModelConfig` and one line in
+`MODELS`.
+"""
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from .balvit import BALViT
-from .base import SegModel
-from .elite import ELiTeStudent, ELiTeTeacher
-from .multivit import MultiViT
-from .rangevit import RangeViT
-from .waffleiron import WaffleIron
+from dataclasses import dataclass, field
 
-MODELS: dict[str, type[SegModel]] = {
-    "balvit": BALViT,
-    "rangevit": RangeViT,
-    "multivit": MultiViT,
-    "waffleiron": WaffleIron,
-    "elite_student": ELiTeStudent,
-    "elite_teacher": ELiTeTeacher,
+from ..config import differences, not_architecture_fields, to_dict
+from ..errors import ConfigError
+from .balvit import BALViT, BALViTConfig
+from .base import SegModel
+from .elite import ELiTeStudent, ELiTeStudentConfig, ELiTeTeacher, ELiTeTeacherConfig
+from .multivit import MultiViT, MultiViTConfig
+from .rangevit import RangeViT, RangeViTConfig
+from .vit import BackboneConfig
+from .waffleiron import WaffleIron, WaffleIronConfig
+
+
+@dataclass
+class ModelConfig:
+    """Config section `model`: which model (`name`) and every model's own section (only the chosen
+    model's sections matter: they alone are checked and compared with checkpoints)."""
+
+    name: str = "balvit"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    balvit: BALViTConfig = field(default_factory=BALViTConfig)
+    waffleiron: WaffleIronConfig = field(default_factory=WaffleIronConfig)
+    rangevit: RangeViTConfig = field(default_factory=RangeViTConfig)
+    multivit: MultiViTConfig = field(default_factory=MultiViTConfig)
+    elite_student: ELiTeStudentConfig = field(default_factory=ELiTeStudentConfig)
+    elite_teacher: ELiTeTeacherConfig = field(default_factory=ELiTeTeacherConfig)
+
+
+MODELS: dict[str, tuple[type[SegModel], type]] = {
+    "balvit": (BALViT, BALViTConfig),
+    "rangevit": (RangeViT, RangeViTConfig),
+    "multivit": (MultiViT, MultiViTConfig),
+    "waffleiron": (WaffleIron, WaffleIronConfig),
+    "elite_student": (ELiTeStudent, ELiTeStudentConfig),
+    "elite_teacher": (ELiTeTeacher, ELiTeTeacherConfig),
 }
+
+
+def model_entry(name: str) -> tuple[type[SegModel], type]:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model.name {name!r}; available: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def check_model_config(cfg) -> None:
+    """The chosen model's own checks (against the whole run config `cfg`)."""
+    model_entry(cfg.model.name)
+    getattr(cfg.model, _own_section(cfg.model.name)).check(cfg)
+
+
+def _own_section(name: str) -> str:
+    """The ModelConfig section named after the model (its config class's last section)."""
+    return model_entry(name)[1].sections[-1]
 
 
 def build_model(cfg, num_classes: int) -> SegModel:
     name = cfg.model.name
-    if name not in MODELS:
-        raise ConfigError(f"unknown model.name {name!r}; available: {', '.join(sorted(MODELS))}")
-    model = MODELS[name].from_config(cfg, num_classes)
+    model = model_entry(name)[0].from_config(cfg, num_classes)
     model.registry_name = name
     return model
+
+
+def model_signature(config: dict) -> dict:
+    """What defines a trained model, from a resolved config dict: its name, its own model sections
+    (without their `not_architecture` fields) and the data settings it sees. Two configs whose
+    signatures are equal build interchangeable models; any other setting never matters."""
+    name = config.get("model", {}).get("name")
+    cls = model_entry(name)[1]
+    model = config.get("model", {})
+    sig: dict = {"model": {"name": name}}
+    for section in cls.sections:
+        sec_cls = BackboneConfig if section == "backbone" else MODELS_BY_SECTION[section]
+        ignore = set(not_architecture_fields(sec_cls, ""))
+        sig["model"][section] = {k: v for k, v in model.get(section, {}).items() if k not in ignore}
+    data = config.get("data", {})
+    sig["data"] = {}
+    for key in cls.data_fields:
+        node = data
+        for part in key.split("."):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        sig["data"][key] = node
+    return sig
+
+
+MODELS_BY_SECTION: dict[str, type] = {cls.sections[-1]: cls for _, cls in MODELS.values()}
+
+
+def signature_differences(saved: dict, current: dict) -> list[tuple[str, object, object]]:
+    """`differences` of the model signatures of two resolved config dicts (same model name assumed)."""
+    return differences(model_signature(saved), model_signature(current))
+
+
+def config_signature(cfg) -> dict:
+    """`model_signature` of a Config object."""
+    return model_signature(to_dict(cfg))
+
+
+__all__ = ["MODELS", "ModelConfig", "SegModel", "build_model", "check_model_config", "model_signature",
+           "signature_differences", "config_signature", "model_entry"]

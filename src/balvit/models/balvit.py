@@ -23,11 +23,15 @@ reference points computed from 3D geometry:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import not_architecture
+from ..errors import ConfigError
 from .base import SegModel
 from .deform_attn import MSDeformAttn
 from .vit import FoundationViT
@@ -36,6 +40,47 @@ from .heads import ConvBNAct, PointMLP, PolarConv, ResContextBlock, SegHead, pat
 from .ops import gather_grid, grid_index, scatter_max, scatter_mean, to_grid
 
 POINT_FEATURES = 9  # x, y, z, intensity, radius, sin/cos azimuth, offsets to the cell centre
+
+
+@dataclass
+class BALViTConfig:
+    """Config section `model.balvit` (plus `model.backbone`, the frozen ViT)."""
+
+    sections: ClassVar[tuple[str, ...]] = ("backbone", "balvit")  # the ModelConfig sections of its architecture
+    data_fields: ClassVar[tuple[str, ...]] = ("dataset", "intensity_scale", "range", "bev")  # what it sees
+
+    patch_size: list[int] = field(default_factory=lambda: [4, 8])  # (rows, cols) per token
+    stem_channels: int = 64  # range-view conv stem width at full resolution
+    stem_blocks: int = 2
+    bev_point_channels: int = 64  # PointNet width before scatter-max into polar cells
+    bev_channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # one per BEV scale
+    adapter_dim: int = 192  # width of the BEV spatial prior the injectors read and the extractors update
+    interaction_groups: int = 4  # K injector/extractor stages over the frozen blocks
+    deform_heads: int = 6
+    deform_points: int = 4
+    deform_ratio: float = 0.5  # value width of the deformable attention / ViT width
+    injector_init: float = not_architecture(0.0)  # learnable injector scale at start (0: frozen ViT unchanged)
+    ffn_ratio: float = 0.25  # ConvFFN hidden width / ViT width in the extractor
+    decoder_channels: int = 64
+    head_hidden: int = 128
+    empty_token_range: float = 10.0  # metres along the ray for tokens without points
+    default_z: float = -1.7  # height used for empty BEV cells' reference points
+
+    def check(self, cfg) -> None:
+        """Checks against the run config `cfg` (range-image size vs patch size)."""
+        rv, aug = cfg.data.range, cfg.data.augment
+        if len(self.patch_size) != 2 or min(self.patch_size) <= 0:
+            raise ConfigError(f"model.balvit.patch_size must be [rows, cols], got {self.patch_size}")
+        ph, pw = self.patch_size
+        if rv.height % ph:
+            raise ConfigError(f"data.range.height ({rv.height}) must be divisible by model.balvit.patch_size[0] ({ph})")
+        for w, key in ((rv.width, "data.range.width"), (aug.crop_width, "data.augment.crop_width")):
+            if w and w % pw:
+                raise ConfigError(f"{key} ({w}) must be divisible by model.balvit.patch_size[1] ({pw})")
+        if self.interaction_groups <= 0:
+            raise ConfigError("model.balvit.interaction_groups must be positive")
+        if not self.bev_channels or min(self.bev_channels) <= 0:
+            raise ConfigError(f"model.balvit.bev_channels needs positive widths, got {self.bev_channels}")
 
 
 def flatten_levels(maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

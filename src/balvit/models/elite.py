@@ -28,17 +28,81 @@ uses the student alone.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import CheckpointError, ConfigError
+from ..config import not_architecture
+from ..errors import ConfigError
 from .base import SegModel
 from .heads import ConvBNAct, PointMLP
-from .sam import IMAGENET_MEAN, IMAGENET_STD, build_sam
+from .sam import build_sam
+from .vit import normalise_images
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ELiTeStudentConfig:
+    """Config section `model.elite_student`: the lightweight range-view LiDAR student (about 2 M parameters)."""
+
+    sections: ClassVar[tuple[str, ...]] = ("elite_student",)
+    data_fields: ClassVar[tuple[str, ...]] = ("dataset", "intensity_scale", "range")
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # encoder stages, strides 1, 2, 4, 8
+    blocks: list[int] = field(default_factory=lambda: [1, 2, 3, 1])  # residual blocks per stage
+    decoder_channels: int = 64  # width of the top-down decoder (one classifier head per stage)
+    point_channels: int = 32  # per-point MLP on xyz, intensity, range
+    head_hidden: int = 64  # hidden width of the final point classifier
+
+    def check(self, cfg) -> None:
+        if len(self.channels) < 2 or len(self.channels) != len(self.blocks) or min(self.channels + self.blocks) <= 0:
+            raise ConfigError("model.elite_student.channels and .blocks need one positive value per stage (>= 2 stages)")
+
+
+@dataclass
+class ELiTeTeacherConfig:
+    """Config section `model.elite_teacher`: the PEFT-tuned image foundation teacher."""
+
+    sections: ClassVar[tuple[str, ...]] = ("backbone", "elite_teacher")
+    data_fields: ClassVar[tuple[str, ...]] = ("dataset",)
+
+    # sam: the SAM image encoder (transformers SamModel, `sam_weights`); dinov2: the backbone of
+    # `model.backbone` (name, weights)
+    encoder: Literal["sam", "dinov2"] = "dinov2"
+    # hf:<id> (local cache) | a directory | random (checked through the encoder's identity)
+    sam_weights: str = not_architecture("hf:facebook/sam-vit-base")
+    sam_arch: Literal["vit_b", "tiny"] = "vit_b"  # architecture built for sam_weights=random
+    image_size: list[int] = field(default_factory=lambda: [364, 1232])  # (rows, cols) fed to the encoder
+    peft: Literal["adalora", "lora", "none"] = "adalora"  # none: encoder fully frozen, only heads train
+    target_modules: list[str] = field(default_factory=list)  # empty: q_proj, v_proj (DINOv2) / qkv (SAM)
+    lora_rank: int = 8  # LoRA rank; AdaLoRA's average target rank
+    lora_alpha: float = 16.0
+    lora_dropout: float = not_architecture(0.0)
+    adalora_init_rank: int = 12  # AdaLoRA starts every matrix at this rank and prunes to lora_rank
+    adalora_tinit: float = not_architecture(0.1)  # fraction of train.steps before rank pruning starts
+    adalora_tfinal: float = not_architecture(0.3)  # fraction of train.steps at the end with fixed ranks
+    adalora_delta_t: int = not_architecture(10)  # steps between rank re-allocations
+    orth_reg_weight: float = not_architecture(0.1)  # AdaLoRA orthogonality regulariser on P and Q
+    feature_layers: list[int] = field(default_factory=list)  # blocks feeding the heads (1-based; empty: even)
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32])  # one per x2 up-sampling stage
+
+    def check(self, cfg) -> None:
+        if len(self.image_size) != 2 or min(self.image_size) <= 0:
+            raise ConfigError(f"model.elite_teacher.image_size must be [rows, cols], got {self.image_size}")
+        if not self.decoder_channels or min(self.decoder_channels) <= 0:
+            raise ConfigError("model.elite_teacher.decoder_channels needs at least one positive width")
+        if self.feature_layers and len(self.feature_layers) != len(self.decoder_channels):
+            raise ConfigError("model.elite_teacher.feature_layers needs one block per decoder stage "
+                              f"({len(self.decoder_channels)}), got {self.feature_layers}")
+        if not 0 <= self.adalora_tinit < 1 or not 0 <= self.adalora_tfinal < 1 or self.adalora_tinit + self.adalora_tfinal >= 1:
+            raise ConfigError("model.elite_teacher.adalora_tinit / adalora_tfinal are fractions of train.steps "
+                              "with tinit + tfinal < 1")
+        if self.peft != "none" and (self.lora_rank <= 0 or self.adalora_init_rank < self.lora_rank):
+            raise ConfigError("model.elite_teacher needs lora_rank > 0 and adalora_init_rank >= lora_rank")
 
 
 # ==================================================================================== student
@@ -260,8 +324,6 @@ class ELiTeTeacher(SegModel):
         self.fuse = nn.ModuleList([ConvBNAct(chans[i - 1], c, 1) for i, c in enumerate(chans) if i > 0])
         self.smooth = nn.ModuleList([ConvBNAct(c, c, 3) for c in chans])
         self.heads = nn.ModuleList([nn.Conv2d(c, num_classes, 1) for c in chans])
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._trainable_names = {n for n, p in self.named_parameters() if p.requires_grad}
 
     def set_trainable(self, flag: bool) -> None:
@@ -336,7 +398,7 @@ class ELiTeTeacher(SegModel):
                 elif "lora_B" in name:
                     terms.append(torch.linalg.norm(p.T @ p - torch.eye(p.shape[1], device=p.device)))
         if not terms:
-            return self.mean.new_zeros(())
+            return self.heads[0].weight.new_zeros(())
         return torch.stack(terms).mean()
 
     def after_step(self, step: int) -> None:
@@ -360,7 +422,7 @@ class ELiTeTeacher(SegModel):
             if tuple(x.shape[-2:]) != self.image_size:
                 x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False, antialias=True)
             out.append(x)
-        return (torch.cat(out) - self.mean) / self.std
+        return normalise_images(torch.cat(out))
 
     def forward_images(self, images: list[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
         """Images -> per-pixel logits of each head [(B, C, H/p * 2^l, W/p * 2^l)], coarse to fine."""
@@ -413,8 +475,3 @@ class ELiTeTeacher(SegModel):
         heads, visible = self.point_logits(batch)
         return {"logits": heads[-1], "visible": visible, "heads": heads}
 
-
-def check_teacher(model: nn.Module, source: str) -> ELiTeTeacher:
-    if not isinstance(model, ELiTeTeacher):
-        raise CheckpointError(f"{source} holds a {type(model).__name__}, not an elite_teacher model")
-    return model

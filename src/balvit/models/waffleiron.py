@@ -26,14 +26,67 @@ backbone tokens of the kept points and the up-sampling index, for tasks that nee
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..config import not_architecture
+from ..errors import ConfigError
 from .base import SegModel
 
 IN_FEATURES = 5  # intensity, x, y, z, radius
+
+
+@dataclass
+class WaffleIronConfig:
+    """Config section `model.waffleiron`. Defaults: WI-48-256 of the WaffleIron SemanticKITTI config
+    (one 250 x 250 (x, y) grid over +-50 m: 0.4 m cells)."""
+
+    sections: ClassVar[tuple[str, ...]] = ("waffleiron",)
+    data_fields: ClassVar[tuple[str, ...]] = ("dataset", "intensity_scale", "sampling.voxel_size")
+
+    width: int = 256  # F, channels of every point token
+    depth: int = 48  # L, number of (spatial mix + channel mix) layers
+    # axis removed by the projection of layer l (cycled over the layers): 2 -> (x, y) plane,
+    # 1 -> (x, z), 0 -> (y, z); one grid (rows, cols) per entry
+    projections: list[int] = field(default_factory=lambda: [2])
+    grids: list[list[int]] = field(default_factory=lambda: [[250, 250]])
+    # field of view [[x_min, y_min, z_min], [x_max, y_max, z_max]] (metres) mapped onto the grids;
+    # points outside fall into the border cells
+    fov: list[list[float]] = field(default_factory=lambda: [[-50.0, -50.0, -5.0], [50.0, 50.0, 3.0]])
+    norm: Literal["batch", "layer"] = "batch"  # token norm of every layer (layer norm for wide models)
+    drop_path: float = not_architecture(0.0)  # stochastic depth probability of every residual branch
+    layer_scale: float = not_architecture(0.1)  # initial per-channel scale of every residual branch
+    neighbors: int = 16  # k of the neighbourhood embedding when the batch brings no `knn` (torch.cdist)
+    freeze_backbone: bool = not_architecture(False)  # linear probing: only the BN + linear head trains
+    # fine-tuning: lr scale decay^(depth + 1 - layer id) (embedding 0, layer i -> i + 1, head depth + 1);
+    # 0: off
+    layer_decay: float = not_architecture(0.0)
+    grad_checkpoint: bool = not_architecture(False)  # recompute each layer in backward to save memory
+
+    def check(self, cfg) -> None:
+        if len(self.projections) != len(self.grids) or not self.projections:
+            raise ConfigError(f"model.waffleiron.projections ({self.projections}) and grids ({self.grids}) need one "
+                              "grid per projection")
+        if any(a not in (0, 1, 2) for a in self.projections):
+            raise ConfigError(f"model.waffleiron.projections are axes 0 (x), 1 (y) or 2 (z), got {self.projections}")
+        if any(len(g) != 2 or min(g) <= 0 for g in self.grids):
+            raise ConfigError(f"model.waffleiron.grids must be [rows, cols] pairs of positive sizes, got {self.grids}")
+        if len(self.fov) != 2 or any(len(f) != 3 for f in self.fov) or any(lo >= hi for lo, hi in zip(*self.fov)):
+            raise ConfigError("model.waffleiron.fov must be [[x_min, y_min, z_min], [x_max, y_max, z_max]] with "
+                              f"min < max, got {self.fov}")
+        if self.width <= 0 or self.depth <= 0 or self.neighbors <= 0:
+            raise ConfigError("model.waffleiron.width, depth and neighbors must be positive")
+        if not 0 <= self.drop_path < 1 or not 0 <= self.layer_decay <= 1:
+            raise ConfigError("model.waffleiron.drop_path must be in [0, 1) and layer_decay in [0, 1]")
+        sp = cfg.data.sampling
+        if sp.neighbors and sp.neighbors != self.neighbors:
+            raise ConfigError(f"data.sampling.neighbors ({sp.neighbors}) differs from model.waffleiron.neighbors "
+                              f"({self.neighbors})")
 
 
 # ------------------------------------------------------------------------------- projections

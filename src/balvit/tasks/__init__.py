@@ -1,6 +1,11 @@
-"""Training tasks: each wraps a model and returns {"loss", "logits", "losses"} for one batch."""
+"""Training tasks: each is an objective over a model (`forward(batch) -> {"loss", "logits", "losses"}`)
+with its datasets and evaluations (tasks/base.py); the trainer runs them all the same way.
 
-from .base import Task
+Adding a task: a file with `class MyTask(Task)` (and its config section, if any, as a dataclass beside
+it, plus a field in run_config.Config), and one line here.
+"""
+
+from .base import Task, TaskContext
 from .distill import DistillTask
 from .elite import ELiTeStudentTask, ELiTeTeacherTask
 from .multivit import MultiViTCameraTask, MultiViTJointTask
@@ -14,3 +19,5 @@ TASKS: dict[str, type[Task]] = {
     "elite_teacher": ELiTeTeacherTask,
     "elite_student": ELiTeStudentTask,
 }
+
+__all__ = ["TASKS", "Task", "TaskContext"]

@@ -13,103 +13,53 @@ paper and the hyper-parameters of its public configs:
 - student: the point backbone's tokens followed by a linear projection head (a 2-layer MLP when
   several teachers' features are concatenated), owned by this task;
 - loss: mean over paired points of || f3d / |f3d| - f2d / |f2d| ||^2;
-- several datasets mixed in one loader (`distill.extra_datasets`).
+- several datasets mixed in one loader (`data.extra_datasets`, available to every task).
 
 Up-sampling the patch map bilinearly to the full image and reading pixel (r, c) is computed without
 materialising the image-size map: `grid_sample` (bilinear, border padding, align_corners=False) at
 the centre of pixel (r, c) gives exactly the value `F.interpolate(..., mode="bilinear")` puts there.
 
 The teachers are frozen modules of the task (never in the optimizer, never in checkpoints); only
-the student's head is task state. Validation is the same loss on the validation frames (with a
-fixed camera per frame), reported as score = -loss.
+the student's head is task state. Validation is the same loss over every paired point of the
+validation frames (a fixed camera per frame: data/views.py), and best.pt follows -loss.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import replace
+from dataclasses import dataclass, field
+from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import DataConfig, ExtraDataConfig
-from ..data.camera import load_image, pixel_index, project_points
-from ..data.dataset import SegmentationDataset, build_reader, to_device, training_frames
-from ..data.mixed import MixedDataset
-from ..engine import dist as D
-from ..errors import ConfigError, DataError
+from ..data.dataset import SegmentationDataset, mixed_training_set
+from ..data.views import CameraViews
+from ..engine.evaluate import Evaluation, Sums
+from ..errors import ConfigError
 from ..losses import cosine_distillation_loss
-from ..models.vit import FoundationViT
+from ..models.vit import BackboneConfig, FoundationViT, normalise_images
 from ..models.weights import load_vit
-from .base import Task
+from .base import Task, TaskContext
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
+@dataclass
+class DistillConfig:
+    """Config section `distill`: image-to-LiDAR distillation (ScaLR)."""
 
-# ----------------------------------------------------------------------------------- data
-
-
-def resize_uv(uv: np.ndarray, valid: np.ndarray, size: tuple[int, int], new_size: tuple[int, int]) -> np.ndarray:
-    """Continuous pixel coordinates (N, 2) (pixel centres at integers) in an image of size (w, h) ->
-    the same image resized to (W, H): u' = (u + 0.5) W / w - 0.5; -1 where not valid."""
-    (w, h), (nw, nh) = size, new_size
-    out = (uv.astype(np.float64) + 0.5) * np.array([nw / w, nh / h]) - 0.5
-    out[~valid] = -1.0
-    return out.astype(np.float32)
-
-
-class DistillDataset(SegmentationDataset):
-    """Samples of `SegmentationDataset` plus one camera view, drawn at random per (frame, epoch) in
-    training and fixed per frame in validation: cameras = [{"name", "key", "image" (3, H, W) uint8
-    resized to `image_size`, "uv" (N, 2) pixel coordinates in the resized image, "valid" (N,)}]."""
-
-    def __init__(self, reader, cfg: DataConfig, train: bool, seed: int = 0, image_size: tuple[int, int] = (224, 448),
-                 min_depth: float = 1.0):
-        super().__init__(reader, replace(cfg, cameras=False), train=train, seed=seed)
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.min_depth = min_depth
-
-    def __getitem__(self, key):
-        i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
-        sample = super().__getitem__((i, epoch))
-        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, epoch if self.train else 0, i, 0xCA3])
-        sample["cameras"] = [self.camera_view(i, sample["point_index"].numpy(), rng)]
-        return sample
-
-    def camera_view(self, i: int, point_index: np.ndarray, rng: np.random.Generator) -> dict:
-        from PIL import Image
-
-        cams = self.reader.load_cameras(i)
-        if not cams:
-            raise DataError(f"{self.reader.scan_path(i)}: no camera image to distil from")
-        cam = cams[int(rng.integers(len(cams)))]
-        original = self.reader.load_points(i)[point_index, :3]  # un-augmented coordinates
-        uv, valid = project_points(original, cam, self.min_depth)
-        h, w = self.image_size
-        image = load_image(cam)
-        if image.shape[:2] != (h, w):
-            image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-        return {
-            "name": cam.name,
-            "key": f"{cam.image_path}@{h}x{w}",
-            "image": torch.from_numpy(np.array(image.transpose(2, 0, 1), copy=True)),
-            "uv": torch.from_numpy(resize_uv(uv, valid, (cam.width, cam.height), (w, h))),
-            "valid": torch.from_numpy(valid),
-        }
-
-
-def extra_data_config(base: DataConfig, extra: ExtraDataConfig, where: str) -> DataConfig:
-    """The data section of a mixed-in dataset: its own identity and sensor, the rest from `base`."""
-    if not extra.root:
-        raise ConfigError(f"{where}.root is empty: give the dataset's root directory")
-    fields = {name: getattr(extra, name) for name in ExtraDataConfig.__dataclass_fields__}
-    return replace(base, **fields, cameras=True)
+    # frozen image teachers; several: their (L2-normalised) pixel features are concatenated
+    teachers: list[BackboneConfig] = field(default_factory=lambda: [BackboneConfig()])
+    feature: Literal["last_block", "final_norm"] = "last_block"  # ScaLR: the last block, before the final norm
+    image_size: list[int] = field(default_factory=lambda: [224, 448])  # (height, width) images are resized to
+    min_depth: float = 1.0  # points closer to the camera than this are not paired
+    head_hidden: int = 0  # hidden width of the 2-layer MLP head of several teachers (0: their total width)
+    # keep up to this many teacher feature maps in memory (images are not augmented, so a map is
+    # reused whenever its camera image comes back); 0: off
+    teacher_cache: int = 0
 
 
 # ----------------------------------------------------------------------------------- teachers
@@ -131,7 +81,7 @@ class DistillTask(Task):
     frozen_modules = ("teachers",)
 
     def __init__(self, model: nn.Module, teachers: list[FoundationViT], image_size: tuple[int, int] = (224, 448),
-                 feature: str = "last_block", head_hidden: int = 0, teacher_cache: int = 0):
+                 feature: str = "last_block", head_hidden: int = 0, teacher_cache: int = 0, min_depth: float = 1.0):
         super().__init__(model)
         if not hasattr(model, "encode"):
             raise ConfigError("task=distill needs a point model with encode(batch) -> (tokens, up_index), "
@@ -143,6 +93,7 @@ class DistillTask(Task):
                                   f"{t.name}'s patch size {t.patch_size}")
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.feature = feature
+        self.min_depth = min_depth
         dims = [t.width for t in teachers]
         width = model.feature_dim
         if len(teachers) == 1:
@@ -153,15 +104,21 @@ class DistillTask(Task):
         # the segmentation head is not used here: frozen, so the optimizer and DDP leave it alone
         if hasattr(model, "head"):
             model.head.requires_grad_(False)
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.cache_size = teacher_cache
         self._cache: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
-        self.cfg = None
-        self._val_set = None
 
     @classmethod
-    def from_config(cls, cfg, model: nn.Module, trainer) -> "DistillTask":
+    def check_config(cls, cfg) -> None:
+        d = cfg.distill
+        if not d.teachers:
+            raise ConfigError("task=distill needs at least one teacher in distill.teachers")
+        if len(d.image_size) != 2 or min(d.image_size) <= 0:
+            raise ConfigError(f"distill.image_size must be [height, width], got {d.image_size}")
+        if d.teacher_cache < 0 or d.min_depth < 0:
+            raise ConfigError("distill.teacher_cache and distill.min_depth must be >= 0")
+
+    @classmethod
+    def from_config(cls, cfg, model: nn.Module, ctx: TaskContext) -> "DistillTask":
         d = cfg.distill
         teachers = []
         for k, tcfg in enumerate(d.teachers):
@@ -169,26 +126,33 @@ class DistillTask(Task):
             log.info("distillation teacher %d: %s, weights %s, sha256 %s", k, t.name, tcfg.weights,
                      t.weights_info["sha256"][:16])
             teachers.append(t)
-        task = cls(model, teachers, tuple(d.image_size), d.feature, d.head_hidden, d.teacher_cache)
-        task.cfg = cfg
-        return task
+        return cls(model, teachers, tuple(d.image_size), d.feature, d.head_hidden, d.teacher_cache, d.min_depth)
 
     # -- data --------------------------------------------------------------------------------------
 
-    def _dataset(self, reader, data_cfg: DataConfig, train: bool, seed: int) -> DistillDataset:
-        return DistillDataset(reader, data_cfg, train=train, seed=seed, image_size=self.image_size,
-                              min_depth=self.cfg.distill.min_depth)
+    def _dataset(self, reader, data_cfg, train: bool, seed: int) -> SegmentationDataset:
+        views = CameraViews(reader, which="one", image_size=self.image_size, min_depth=self.min_depth, train=train,
+                            seed=seed)
+        return SegmentationDataset(reader, data_cfg, train=train, seed=seed, views=views)
 
-    def train_dataset(self, trainer):
-        cfg = self.cfg
-        sets = [self._dataset(trainer.train_reader, cfg.data, True, cfg.train.seed)]
-        for j, extra in enumerate(cfg.distill.extra_datasets, start=1):
-            dcfg = extra_data_config(cfg.data, extra, f"distill.extra_datasets[{j - 1}]")
-            frames, desc = training_frames(dcfg)
-            reader = build_reader(dcfg, dcfg.train_split, frames=frames)
-            log.info("mixing in %s (%s): %s", dcfg.dataset, dcfg.root, desc)
-            sets.append(self._dataset(reader, dcfg, True, cfg.train.seed + 7919 * j))
-        return sets[0] if len(sets) == 1 else MixedDataset(sets)
+    def train_dataset(self, ctx: TaskContext):
+        return mixed_training_set(ctx.train_readers, lambda r, dcfg, seed: self._dataset(r, dcfg, True, seed),
+                                  ctx.cfg.train.seed)
+
+    def evaluations(self, ctx: TaskContext) -> list[Evaluation]:
+        """The distillation loss over every visible point of the validation frames."""
+        data = self._dataset(ctx.val_reader, ctx.cfg.data, False, ctx.cfg.train.seed)
+        sums = Sums(("loss_sum", "pairs"), {"distill_loss": ("loss_sum", "pairs")})
+        return [Evaluation("val", data, self, self.validation_outputs, [sums])]
+
+    def score(self, metrics: dict) -> float:
+        return -metrics["distill_loss"]
+
+    def validation_outputs(self, batch: dict) -> dict:
+        tokens, up = self.model.encode(batch)
+        student, target = self.pairs(batch, tokens[up])
+        loss = cosine_distillation_loss(self.head(student).float(), target, reduction="sum")
+        return {"loss_sum": loss, "pairs": len(student)}
 
     # -- teacher -----------------------------------------------------------------------------------
 
@@ -216,8 +180,7 @@ class DistillTask(Task):
             else:
                 todo.append(b)
         if todo:
-            images = torch.stack([views[b]["image"] for b in todo]).float() / 255.0
-            pixels = (images - self.pixel_mean) / self.pixel_std
+            pixels = normalise_images(torch.stack([views[b]["image"] for b in todo]))
             per_teacher = [self._teacher_tokens(t, pixels) for t in self.teachers]
             for k, b in enumerate(todo):
                 maps[b] = [m[k] for m in per_teacher]
@@ -257,34 +220,3 @@ class DistillTask(Task):
         loss = cosine_distillation_loss(self.head(student), target)
         return {"loss": loss, "losses": {"distill": loss.detach(),
                                          "pairs": torch.tensor(float(len(student)))}}
-
-    # -- validation --------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def validate(self, trainer) -> dict:
-        """The distillation loss over every visible point of the validation frames; score = -loss."""
-        from ..engine.trainer import autocast, eval_loader
-
-        cfg = self.cfg
-        if self._val_set is None:
-            self._val_set = self._dataset(trainer.val_reader, cfg.data, False, cfg.train.seed)
-        loader = eval_loader(self._val_set, trainer.info, cfg.eval.batch_size, cfg.data.num_workers,
-                             cfg.data.max_val_frames)
-        was_training = self.training
-        self.eval()
-        total, pairs, frames = 0.0, 0, 0
-        try:
-            for batch in loader:
-                batch = to_device(batch, trainer.info.device)
-                with autocast(trainer.info.device, trainer.dtype):
-                    tokens, up = self.model.encode(batch)
-                    student, target = self.pairs(batch, tokens[up])
-                    total += float(cosine_distillation_loss(self.head(student).float(), target, reduction="sum"))
-                pairs += len(student)
-                frames += len(batch["frame"])
-        finally:
-            self.train(was_training)
-        sums = D.all_gather_object((total, pairs, frames))
-        total, pairs, frames = (sum(s[k] for s in sums) for k in range(3))
-        loss = total / max(pairs, 1)
-        return {"score": -loss, "distill_loss": loss, "pairs": pairs, "frames": frames}

@@ -4,11 +4,11 @@ Implements the objectives of "ELiTe: Efficient Image-to-LiDAR Knowledge Transfer
 Segmentation" (Zhang et al., ICME 2024), whose code builds on 2DPASS (Yan et al., ECCV 2022):
 
 - `elite_teacher` (task and model): the foundation teacher (models/elite.py) learns per-pixel
-  classes from camera pseudo-labels (data/pseudo_labels/samplg.py: projected LiDAR labels, densified, or
+  classes from camera pseudo-labels (data/pseudo_labels: projected LiDAR labels, densified, or
   SAM-PLG), loss = sum over its heads of CE + Lovasz on the labelled pixels (+ AdaLoRA's
   orthogonality regulariser); only adapters and heads train. Its validation reads the finest head
-  at the pixels of the validation points (mIoU over camera-visible points) and, where the dataset has
-  per-pixel classes (synthetic data), scores whole images.
+  at the pixels of the validation points (point mIoU over camera-visible points) and, where the
+  dataset has per-pixel classes (synthetic data), scores whole images (camera-pixel scores).
 - `elite_student` (task), PPMSKD: for every stage s of the student (models/elite.py),
 
       L_s = stage_weight * (weighted CE + Lovasz)(stage logits_s, labels)
@@ -26,25 +26,57 @@ Segmentation" (Zhang et al., ICME 2024), whose code builds on 2DPASS (Yan et al.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.dataset import SegmentationDataset, mixed_training_set
+from ..data.labels import IGNORE
+from ..data.pseudo_labels import PseudoLabels
+from ..data.views import CameraViews
+from ..engine.evaluate import CameraPixels, Evaluation, PointSegmentation
 from ..errors import ConfigError
-from ..losses import class_weights_from_counts, kl_distillation, segmentation_loss
-from .base import Task
+from ..losses import kl_distillation, segmentation_loss
+from ..models.elite import ELiTeStudent, ELiTeTeacher
+from .base import Task, TaskContext
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class ELiTeConfig:
+    """Config section `elite`: teacher checkpoint, distillation weights (the camera labels are `pseudo_labels`)."""
+
+    teacher_checkpoint: str = ""  # a trained elite_teacher checkpoint (best.pt / last.pt)
+    # frozen: the loaded teacher is fixed; joint: it keeps training with its 2D losses (as 2DPASS / ELiTe)
+    teacher_mode: Literal["frozen", "joint"] = "frozen"
+    kd_weight: float = 0.05  # lambda_xm per student stage (2DPASS, ELiTe)
+    kd_temperature: float = 1.0
+    stage_weight: float = 1.0  # CE + Lovasz weight of each stage head of the student
+    teacher_loss_weight: float = 1.0  # weight of the teacher's 2D losses (teacher task / joint mode)
+    # frozen teacher: keep its per-pixel maps of each training frame in memory (float16, up to this
+    # many MB) so it runs once per frame instead of once per step (0: no cache)
+    teacher_cache_mb: int = 0
+    flip: bool = True  # random horizontal flips of camera images when training the teacher
+
+
+def check_elite(cfg) -> None:
+    el = cfg.elite
+    if el.kd_temperature <= 0:
+        raise ConfigError("elite.kd_temperature must be positive")
+    if el.teacher_cache_mb < 0:
+        raise ConfigError("elite.teacher_cache_mb must be >= 0")
+    cfg.pseudo_labels.check()
+
+
 def teacher_image_loss(teacher, batch: dict, loss_cfg, weights: torch.Tensor | None,
                        maps: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
-    """Sum over the teacher's heads of CE + Lovasz against the camera views' `pseudo` label images,
-    at the resolution of the finest head (logits up-sampled bilinearly, labels resized nearest);
-    returns (loss, per-head terms)."""
+    """Sum over the teacher's heads of CE + Lovasz against the camera views' `label` images, at the
+    resolution of the finest head (logits up-sampled bilinearly, labels resized nearest); returns
+    (loss, per-head terms)."""
     views = [v for vs in batch["cameras"] for v in vs]
     if not views:
         zero = next(teacher.heads.parameters()).sum() * 0.0
@@ -53,7 +85,7 @@ def teacher_image_loss(teacher, batch: dict, loss_cfg, weights: torch.Tensor | N
         maps = teacher.forward_images([v["image"] for v in views])
     size = tuple(maps[-1].shape[-2:])
     target = torch.stack([
-        F.interpolate(v["pseudo"][None, None].float(), size=size, mode="nearest-exact")[0, 0].long() for v in views
+        F.interpolate(v["label"][None, None].float(), size=size, mode="nearest-exact")[0, 0].long() for v in views
     ]).reshape(-1)  # (V * H * W,)
     total, terms = 0.0, {}
     for k, m in enumerate(maps):
@@ -72,16 +104,15 @@ def stage_pairs(num_stages: int, num_heads: int) -> list[int]:
     return [round((1 - s / (num_stages - 1)) * (num_heads - 1)) for s in range(num_stages)]
 
 
-def _class_weights(cfg, trainer) -> torch.Tensor | None:
-    if cfg.loss.class_weights == "none":
-        return None
-    return class_weights_from_counts(trainer.class_counts(), cfg.loss.class_weights)
+def labelled_views(ctx: TaskContext, flip: bool):
+    """make(reader, data_cfg, seed) of training samples whose every camera view carries pseudo-labels."""
+    labeller = PseudoLabels(ctx.cfg.pseudo_labels, ctx.labels, background=IGNORE)
 
+    def make(reader, dcfg, seed, train: bool = True):
+        views = CameraViews(reader, which="all", flip=flip, labeller=labeller, train=True, seed=seed)
+        return SegmentationDataset(reader, replace(dcfg, cameras=False), train=train, seed=seed, views=views)
 
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t
+    return make
 
 
 # ================================================================================== teacher
@@ -90,8 +121,6 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
 class ELiTeTeacherTask(Task):
     def __init__(self, model: nn.Module, cfg, class_weights: torch.Tensor | None = None):
         super().__init__(model)
-        from ..models.elite import ELiTeTeacher
-
         if not isinstance(model, ELiTeTeacher):
             raise ConfigError(f"task elite_teacher trains model.name=elite_teacher, not {type(model).__name__}")
         self.cfg = cfg
@@ -100,17 +129,20 @@ class ELiTeTeacherTask(Task):
                              persistent=False)
 
     @classmethod
-    def from_config(cls, cfg, model: nn.Module, trainer) -> "ELiTeTeacherTask":
-        return cls(model, cfg, _class_weights(cfg, trainer))
+    def check_config(cls, cfg) -> None:
+        if cfg.model.name != "elite_teacher":
+            raise ConfigError(f"task elite_teacher trains model.name=elite_teacher, not {cfg.model.name!r}")
+        check_elite(cfg)
 
-    def train_dataset(self, trainer):
-        from ..data.dataset import SegmentationDataset
-        from ..data.pseudo_labels import CameraLabelDataset
+    @classmethod
+    def from_config(cls, cfg, model: nn.Module, ctx: TaskContext) -> "ELiTeTeacherTask":
+        return cls(model, cfg, ctx.class_weights())
 
-        cfg = self.cfg
-        base = SegmentationDataset(trainer.train_reader, replace(cfg.data, cameras=True), train=False)
-        return CameraLabelDataset(base, cfg.elite.pseudo_labels, trainer.labels.num_classes, pseudo=True,
-                                  flip=cfg.elite.flip, seed=cfg.train.seed)
+    def train_dataset(self, ctx: TaskContext):
+        make = labelled_views(ctx, self.cfg.elite.flip)
+        # the teacher learns from camera images: the points are not augmented (their pixels are the labels')
+        return mixed_training_set(ctx.train_readers, lambda r, d, seed: make(r, d, seed, train=False),
+                                  self.cfg.train.seed)
 
     def forward(self, batch: dict) -> dict:
         loss, terms = teacher_image_loss(self.model, batch, self.loss_cfg, self.class_weights)
@@ -124,58 +156,27 @@ class ELiTeTeacherTask(Task):
     def after_step(self, step: int) -> None:
         self.model.after_step(step)
 
-    @torch.no_grad()
-    def validate(self, trainer) -> dict:
-        """mIoU of the finest head over the camera-visible validation points ("score", "miou") and,
-        where per-pixel classes exist, over whole images ("pixel_miou")."""
-        return evaluate_teacher(self.model, trainer.val_reader, self.cfg, trainer.info, trainer.cfg.data.max_val_frames)
+    def evaluations(self, ctx: TaskContext) -> list[Evaluation]:
+        """Point mIoU of the finest head over the camera-visible validation points ("miou") and, where
+        per-pixel classes exist, camera-pixel scores over whole images ("pixel_miou", ...)."""
+        if not ctx.val_reader.has_labels:
+            raise ConfigError(f"split {ctx.val_reader.split!r} has no labels to evaluate the teacher against")
+        views = CameraViews(ctx.val_reader, which="all", truth=True, train=False)
+        data = SegmentationDataset(ctx.val_reader, replace(ctx.cfg.data, cameras=False), train=False, views=views)
+        return [Evaluation("val teacher", data, self.model, self.teacher_predictions, [
+            PointSegmentation(ctx.labels, mask_key="visible"),
+            CameraPixels(ctx.labels, "pixel_pred", "truth", "pixel_")])]
 
-
-@torch.no_grad()
-def evaluate_teacher(teacher, reader, cfg, info, max_frames: int = 0) -> dict:
-    from ..data.dataset import SegmentationDataset, collate, to_device
-    from ..data.pseudo_labels import CameraLabelDataset, pixel_confusion, pixel_scores
-    from ..engine import dist as D
-    from ..engine.metrics import ConfusionMatrix, summarize
-
-    if not reader.has_labels:
-        raise ConfigError(f"split {reader.split!r} has no labels to evaluate the teacher against")
-    base = SegmentationDataset(reader, replace(cfg.data, cameras=True), train=False)
-    data = CameraLabelDataset(base, cfg.elite.pseudo_labels, reader.labels.num_classes, pseudo=False, truth=True)
-    c = reader.labels.num_classes
-    n = len(data) if not max_frames else min(max_frames, len(data))
-    points = ConfusionMatrix(c)
-    pixels = torch.zeros(c, c + 1, dtype=torch.int64)
-    was_training = teacher.training
-    teacher.eval()
-    try:
-        for i in D.shard(n, info.rank, info.world_size):
-            batch = to_device(collate([data[i]]), info.device)
-            views = batch["cameras"][0]
-            if not views:
-                continue
-            maps = teacher.forward_images([v["image"] for v in views])
-            heads, visible = teacher.point_logits(batch, maps)
-            points.update(heads[-1][visible].argmax(1).cpu(), batch["labels"][visible].cpu())
-            for k, v in enumerate(views):
-                if "truth" not in v:
-                    continue
-                full = F.interpolate(maps[-1][k:k + 1].float(), size=v["truth"].shape, mode="bilinear",
-                                     align_corners=False)
-                pred = full[0].argmax(0).cpu().numpy()
-                pixels += torch.from_numpy(pixel_confusion(pred, v["truth"].cpu().numpy(), c))
-    finally:
-        teacher.train(was_training)
-    points.all_reduce()
-    pixels = _all_reduce(pixels.to(info.device)).cpu()
-    metrics = summarize(points.numpy(), reader.labels.class_names, reader.labels.miou)
-    metrics["score"] = metrics["miou"]
-    metrics["frames"] = n
-    if pixels.sum() > 0:
-        pix = pixel_scores(pixels.numpy(), reader.labels.class_names)
-        metrics["pixel_miou"] = pix["miou"]
-        metrics["pixel_iou"] = pix["iou"]
-    return metrics
+    def teacher_predictions(self, batch: dict) -> dict:
+        views = [v for vs in batch["cameras"] for v in vs]
+        maps = self.model.forward_images([v["image"] for v in views])
+        heads, visible = self.model.point_logits(batch, maps)
+        preds = []
+        for k, v in enumerate(views):
+            size = v["truth"].shape if "truth" in v else v["image"].shape[-2:]
+            full = F.interpolate(maps[-1][k:k + 1].float(), size=size, mode="bilinear", align_corners=False)
+            preds.append(full[0].argmax(0))
+        return {"logits": heads[-1], "visible": visible, "pixel_pred": preds}
 
 
 # ================================================================================== student
@@ -184,8 +185,6 @@ def evaluate_teacher(teacher, reader, cfg, info, max_frames: int = 0) -> dict:
 class ELiTeStudentTask(Task):
     def __init__(self, model: nn.Module, teacher: nn.Module, cfg, class_weights: torch.Tensor | None = None):
         super().__init__(model)
-        from ..models.elite import ELiTeStudent, ELiTeTeacher
-
         if not isinstance(model, ELiTeStudent):
             raise ConfigError(f"task elite_student trains model.name=elite_student, not {type(model).__name__}")
         if not isinstance(teacher, ELiTeTeacher):
@@ -206,38 +205,41 @@ class ELiTeStudentTask(Task):
                              persistent=False)
 
     @classmethod
-    def from_config(cls, cfg, model: nn.Module, trainer) -> "ELiTeStudentTask":
-        from ..engine.pretrained import load_trained_model
-        from ..models.elite import ELiTeTeacher
+    def check_config(cls, cfg) -> None:
+        if cfg.model.name != "elite_student":
+            raise ConfigError(f"task elite_student trains model.name=elite_student, not {cfg.model.name!r}")
+        check_elite(cfg)
+        if cfg.elite.teacher_mode == "frozen" and not cfg.elite.teacher_checkpoint:
+            raise ConfigError("task elite_student with elite.teacher_mode=frozen needs elite.teacher_checkpoint "
+                              "(train a teacher first with a task elite_teacher config), or use teacher_mode=joint")
 
-        num_classes = trainer.labels.num_classes
+    @classmethod
+    def from_config(cls, cfg, model: nn.Module, ctx: TaskContext) -> "ELiTeStudentTask":
+        num_classes = ctx.labels.num_classes
         el = cfg.elite
         if el.teacher_checkpoint:
-            teacher, tcfg = load_trained_model(el.teacher_checkpoint, expect="elite_teacher", num_classes=num_classes,
-                                               role="ELiTe teacher (elite.teacher_checkpoint)",
-                                               freeze=el.teacher_mode == "frozen")
+            teacher, tcfg = ctx.load_model(el.teacher_checkpoint, expect="elite_teacher", num_classes=num_classes,
+                                           role="ELiTe teacher (elite.teacher_checkpoint)",
+                                           freeze=el.teacher_mode == "frozen")
             if el.teacher_mode == "joint":
                 teacher.set_trainable(True)  # adapters and heads train on
             log.info("ELiTe teacher from %s (%s encoder %s, %s)", el.teacher_checkpoint, tcfg.model.elite_teacher.encoder,
                      teacher.frozen_identities()["encoder"]["name"], el.teacher_mode)
-        elif el.teacher_mode == "joint":
+        else:  # joint training from scratch (check_config refuses frozen without a checkpoint)
             teacher = ELiTeTeacher.from_config(cfg, num_classes)
             log.info("ELiTe teacher built from this config (joint training, no teacher checkpoint)")
-        else:
-            raise ConfigError("task elite_student with elite.teacher_mode=frozen needs elite.teacher_checkpoint "
-                              "(train a teacher first with a task elite_teacher config), or use teacher_mode=joint")
-        return cls(model, teacher, cfg, _class_weights(cfg, trainer))
+        return cls(model, teacher, cfg, ctx.class_weights())
 
-    def train_dataset(self, trainer):
-        from ..data.dataset import SegmentationDataset
-        from ..data.pseudo_labels import CameraLabelDataset
-
+    def train_dataset(self, ctx: TaskContext):
         cfg = self.cfg
-        base = SegmentationDataset(trainer.train_reader, replace(cfg.data, cameras=True), train=True, seed=cfg.train.seed)
-        if not self.joint:
-            return base
-        return CameraLabelDataset(base, cfg.elite.pseudo_labels, trainer.labels.num_classes, pseudo=True,
-                                  seed=cfg.train.seed)
+        if self.joint:
+            return mixed_training_set(ctx.train_readers, labelled_views(ctx, flip=False), cfg.train.seed)
+
+        def make(reader, dcfg, seed):
+            views = CameraViews(reader, which="all", train=True, seed=seed)
+            return SegmentationDataset(reader, replace(dcfg, cameras=False), train=True, seed=seed, views=views)
+
+        return mixed_training_set(ctx.train_readers, make, cfg.train.seed)
 
     # the teacher's state: nothing when frozen, its adapters + heads when trained jointly
     def extra_state_dict(self) -> dict:
@@ -315,8 +317,5 @@ class ELiTeStudentTask(Task):
         per_view = [fresh.get(key) or self._map_cache[key] for key in keys]
         return [torch.stack([v[h].float() for v in per_view]) for h in range(len(self.teacher.heads))]
 
-    def predict(self, batch: dict) -> torch.Tensor:
-        return self.model(batch)["logits"]
 
-
-__all__ = ["ELiTeTeacherTask", "ELiTeStudentTask", "teacher_image_loss", "stage_pairs", "evaluate_teacher"]
+__all__ = ["ELiTeConfig", "ELiTeTeacherTask", "ELiTeStudentTask", "teacher_image_loss", "stage_pairs"]

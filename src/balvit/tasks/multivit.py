@@ -2,8 +2,8 @@
 
 The training schemes of the MultiViT study on top of RangeViT (Ando et al., CVPR 2023): the camera
 branch (CameraViT, models/multivit.py) shares the ViT with the LiDAR branch and learns from camera
-pseudo-labels (LiDAR labels projected into the image and densified, optionally SAM masks from
-instance box prompts: data/pseudo_labels/boxes.py).
+pseudo-labels (data/pseudo_labels: LiDAR labels projected into the image and densified, optionally
+masks from instance box prompts), with a background class C for pixels without LiDAR evidence.
 
 - `multivit_camera` (camera pretraining): only the camera branch and the shared ViT are trained,
   loss = CE-or-focal + Lovasz over the pixels (classes + background) against the pseudo-labels.
@@ -11,124 +11,49 @@ instance box prompts: data/pseudo_labels/boxes.py).
   `segmentation` task) started from this run's checkpoint with `train.init_from`.
 - `multivit_joint`: each sample is a range-image crop and the part of one camera image it overlaps
   (the crop is aimed at a randomly drawn camera, the image cut to the columns of the crop's visible
-  points); loss = lidar_weight x LiDAR loss + camera_weight x camera loss
+  points: data/views.py); loss = lidar_weight x LiDAR loss + camera_weight x camera loss
   (+ contrastive_weight x the class-mean alignment of LiDAR point and camera pixel decoder
   features: "pull" or "pull_push", losses.class_mean_contrastive).
 
-Validation: LiDAR mIoU on the validation split (the normal path), camera mIoU against the
-pseudo-labels of the validation frames, and, where the data has per-pixel class masks (the
-synthetic generator writes them), against those. The score (best.pt) is the LiDAR mIoU for joint
-training and the camera mIoU against the pseudo-labels for camera pretraining.
+Validation: the LiDAR point mIoU on the validation split (joint training), and the camera-pixel
+scores (balvit/metrics.py) of the camera branch on every camera of the validation frames (or the
+first `camera_task.val_cameras`) against their pseudo-labels (camera_pseudo_*) and, where the data
+has per-pixel classes (the synthetic generator writes them), against those (camera_true_*). best.pt
+follows the LiDAR mIoU in joint training and camera_pseudo_miou in camera pretraining.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+from dataclasses import dataclass, replace
+from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.camera import load_image, load_mask, project_points
-from ..data.dataset import SegmentationDataset
-from ..data.labels import IGNORE
-from ..data.pseudo_labels import PseudoLabeller, build_predictor
-from ..losses import class_mean_contrastive, class_means, class_weights_from_counts, segmentation_loss
-from .base import Task
+from ..data.dataset import SegmentationDataset, mixed_training_set
+from ..data.pseudo_labels import PseudoLabels
+from ..data.views import CameraViews, resize_image, stack_views
+from ..engine.evaluate import CameraPixels, Evaluation, point_evaluation
+from ..errors import ConfigError
+from ..losses import class_mean_contrastive, class_means, segmentation_loss
+from .base import Task, TaskContext
 
 log = logging.getLogger(__name__)
 
 
-def resize_view(image: np.ndarray, label: np.ndarray | None, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(H, W, 3) uint8 image and (H, W) label image -> (3, h, w) uint8 (bilinear), (h, w) int64 (nearest)."""
-    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).round().clamp(0, 255).to(torch.uint8)[0]
-    if label is None:
-        return x, None
-    y = torch.from_numpy(np.array(label, dtype=np.float32))[None, None]
-    y = F.interpolate(y, size=size, mode="nearest")[0, 0].long()
-    return x, y
+@dataclass
+class CameraTaskConfig:
+    """Config section `camera_task`: MultiViT's training modes."""
 
-
-class CameraFrames(SegmentationDataset):
-    """Training samples with one camera view each: sample["cameras"] = [{"name", "image" (3, h, w)
-    uint8, "label" (h, w) int64 pseudo-labels (C = background, 255 = ignore)}].
-
-    The camera is drawn per (seed, epoch, frame); with `align` the range-image crop is aimed at it
-    and the image cut to the columns of the crop's visible points. Only that camera's image is read.
-    """
-
-    def __init__(self, reader, cfg, labeller: PseudoLabeller, train: bool, seed: int = 0, align: bool = False):
-        super().__init__(reader, dataclasses.replace(cfg.data, cameras=False), train=train, seed=seed)
-        self.labeller = labeller
-        self.cache_dir = cfg.pseudo_labels.cache_dir
-        self.align = align
-        self.image_size = tuple(cfg.model.multivit.image_size)
-        self.flip = train and cfg.data.augment.enabled
-
-    def _camera_rng(self, i: int, epoch: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed & 0xFFFFFFFF, epoch, i, 0xCA3])
-
-    def pick_camera(self, i: int, epoch: int, cameras: list):
-        """The camera of frame i at this epoch (and whether to flip it): a pure function of them."""
-        if not cameras:
-            from ..errors import DataError
-
-            raise DataError(f"frame {self.reader.frames[i]} has no camera images")
-        rng = self._camera_rng(i, epoch)
-        return cameras[int(rng.integers(len(cameras)))], bool(rng.integers(2))
-
-    def choose_crop(self, i: int, epoch: int, points: np.ndarray, rng: np.random.Generator) -> int:
-        """A crop centred (with jitter) on the column of a random point visible in the drawn camera."""
-        if not self.align:
-            return super().choose_crop(i, epoch, points, rng)
-        cam, _ = self.pick_camera(i, epoch, self.reader.load_cameras(i))
-        _, valid = project_points(self.reader.load_points(i)[:, :3], cam)
-        width, cw = self.cfg.range.width, self.cfg.augment.crop_width
-        if not valid.any():
-            return super().choose_crop(i, epoch, points, rng)
-        j = int(rng.choice(np.flatnonzero(valid)))
-        yaw = np.arctan2(points[j, 1], points[j, 0])
-        col = int((0.5 - yaw / (2 * np.pi)) * width)
-        jitter = int(rng.integers(-(cw // 4), cw // 4 + 1))
-        return int(np.clip(col - cw // 2 + jitter, 0, width - cw))
-
-    def pseudo_label(self, i: int, cam, image: np.ndarray) -> np.ndarray:
-        reader = self.reader
-
-        def compute():
-            points = reader.load_points(i)
-            instances = reader.load_instances(i) if hasattr(reader, "load_instances") else None
-            return self.labeller(points[:, :3], reader.load_labels(i), cam, image, instances)
-
-        return self.labeller.cached(self.cache_dir, reader.frames[i], cam.name, compute)
-
-    def __getitem__(self, key):
-        i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
-        sample = super().__getitem__((i, epoch))
-        cam, flip = self.pick_camera(i, epoch, self.reader.load_cameras(i))
-        image = load_image(cam)
-        label = self.pseudo_label(i, cam, image)
-        if self.align and self.train and self.cfg.augment.enabled and self.cfg.augment.crop_width:
-            kept = self.reader.load_points(i)[sample["point_index"].numpy(), :3]
-            uv, valid = project_points(kept, cam)
-            if valid.any():
-                u0 = int(np.clip(np.floor(uv[valid, 0].min()), 0, cam.width - 1))
-                u1 = int(np.clip(np.ceil(uv[valid, 0].max()) + 1, u0 + 1, cam.width))
-                image, label = image[:, u0:u1], label[:, u0:u1]
-        if self.flip and flip:
-            image, label = image[:, ::-1], label[:, ::-1]
-        img_t, lab_t = resize_view(image, label, self.image_size)
-        sample["cameras"] = [{"name": cam.name, "image": img_t, "label": lab_t}]
-        return sample
-
-
-def stack_views(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch's camera views -> images (V, 3, h, w) uint8, labels (V, h, w) int64."""
-    views = [v for sample in batch["cameras"] for v in sample]
-    return torch.stack([v["image"] for v in views]), torch.stack([v["label"] for v in views])
+    camera_weight: float = 1.0  # weight of the camera loss (joint training)
+    lidar_weight: float = 1.0  # weight of the LiDAR loss (joint training)
+    contrastive: Literal["none", "pull", "pull_push"] = "none"  # class-mean feature alignment
+    contrastive_weight: float = 0.1
+    temperature: float = 0.1  # of the pull_push (InfoNCE) form
+    align_crops: bool = True  # joint: the range-image crop overlaps the chosen camera image
+    val_cameras: int = 0  # cameras per validation frame for the camera scores (0: all)
 
 
 class MultiViTCameraTask(Task):
@@ -137,7 +62,7 @@ class MultiViTCameraTask(Task):
     align = False
     trains_lidar = False
 
-    def __init__(self, model: nn.Module, cfg, labeller: PseudoLabeller, class_weights: torch.Tensor | None = None):
+    def __init__(self, model: nn.Module, cfg, labeller: PseudoLabels, class_weights: torch.Tensor | None = None):
         super().__init__(model)
         self.cfg = cfg
         self.loss_cfg = cfg.loss
@@ -154,21 +79,72 @@ class MultiViTCameraTask(Task):
                 module.requires_grad_(False)
 
     @classmethod
-    def from_config(cls, cfg, model: nn.Module, trainer) -> "MultiViTCameraTask":
-        if not hasattr(model, "forward_camera"):
-            raise ValueError(f"task {cfg.task} needs the multivit model")
-        predictor = build_predictor(cfg.pseudo_labels)
-        labeller = PseudoLabeller(trainer.labels, cfg.pseudo_labels, predictor)
-        log.info("camera pseudo-labels: densify radius %d px, box prompts: %s", cfg.pseudo_labels.densify_radius,
-                 getattr(predictor, "name", "none"))
-        weights = None
-        if cfg.loss.class_weights != "none":
-            weights = class_weights_from_counts(trainer.class_counts(), cfg.loss.class_weights)
-        return cls(model, cfg, labeller, weights)
+    def check_config(cls, cfg) -> None:
+        if cfg.model.name != "multivit":
+            raise ConfigError(f"task {cfg.task} needs model.name=multivit, got {cfg.model.name!r}")
+        cfg.pseudo_labels.check()
+        t = cfg.camera_task
+        if t.val_cameras < 0 or t.temperature <= 0:
+            raise ConfigError("camera_task.val_cameras must be >= 0 and camera_task.temperature > 0")
+        if (cfg.task == "multivit_joint" and t.contrastive != "none"
+                and cfg.model.multivit.camera_decoder_channels != cfg.model.rangevit.decoder_channels):
+            raise ConfigError("camera_task.contrastive compares decoder features: model.multivit.camera_decoder_channels "
+                              f"({cfg.model.multivit.camera_decoder_channels}) must equal model.rangevit.decoder_channels "
+                              f"({cfg.model.rangevit.decoder_channels})")
 
-    def train_dataset(self, trainer):
-        return CameraFrames(trainer.train_reader, self.cfg, self.labeller, train=True, seed=self.cfg.train.seed,
-                            align=self.align and self.task_cfg.align_crops)
+    @classmethod
+    def from_config(cls, cfg, model: nn.Module, ctx: TaskContext) -> "MultiViTCameraTask":
+        labeller = PseudoLabels(cfg.pseudo_labels, ctx.labels, background=ctx.labels.num_classes)
+        log.info("camera pseudo-labels: %s, densify radius %d px", cfg.pseudo_labels.method,
+                 cfg.pseudo_labels.densify_radius)
+        return cls(model, cfg, labeller, ctx.class_weights())
+
+    # -- data --------------------------------------------------------------------------------------
+
+    def train_dataset(self, ctx: TaskContext):
+        cfg = self.cfg
+        aug = cfg.data.augment
+        align = self.align and self.task_cfg.align_crops
+
+        def make(reader, dcfg, seed):
+            views = CameraViews(reader, which="one", image_size=tuple(cfg.model.multivit.image_size),
+                                flip=aug.enabled, crop_to_points=align and aug.enabled and bool(aug.crop_width),
+                                aim_crop=align, labeller=self.labeller, train=True, seed=seed)
+            return SegmentationDataset(reader, replace(dcfg, cameras=False), train=True, seed=seed, views=views)
+
+        return mixed_training_set(ctx.train_readers, make, cfg.train.seed)
+
+    def camera_evaluation(self, ctx: TaskContext) -> Evaluation:
+        """Every camera (or the first camera_task.val_cameras) of the validation frames at full size."""
+        views = CameraViews(ctx.val_reader, which="all", max_views=self.task_cfg.val_cameras, labeller=self.labeller,
+                            truth=True, train=False, seed=self.cfg.train.seed)
+        data = SegmentationDataset(ctx.val_reader, replace(self.cfg.data, cameras=False), train=False, views=views)
+        labels = ctx.labels
+        return Evaluation("val camera", data, self.model, self.camera_predictions, [
+            CameraPixels(labels, "camera_pred", "label", "camera_pseudo_"),
+            CameraPixels(labels, "camera_pred", "truth", "camera_true_")])
+
+    def camera_predictions(self, batch: dict) -> dict:
+        """Per view: the camera branch on the image resized to model.multivit.image_size, its logits
+        up-sampled bilinearly to the view's size -> (h, w) class map (C = background)."""
+        size = tuple(self.cfg.model.multivit.image_size)
+        preds = []
+        for vs in batch["cameras"]:
+            for view in vs:
+                image = view["image"]
+                x = resize_image(image.permute(1, 2, 0).cpu().numpy(), size)[None].to(image.device)
+                logits = self.model.forward_camera(x)["logits"].float()
+                logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+                preds.append(logits.argmax(1)[0])
+        return {"camera_pred": preds}
+
+    def evaluations(self, ctx: TaskContext) -> list[Evaluation]:
+        return [self.camera_evaluation(ctx)]
+
+    def score(self, metrics: dict) -> float:
+        return metrics["camera_pseudo_miou"]
+
+    # -- loss --------------------------------------------------------------------------------------
 
     def camera_loss(self, batch: dict) -> tuple[torch.Tensor, dict, dict]:
         images, labels = stack_views(batch)
@@ -181,11 +157,6 @@ class MultiViTCameraTask(Task):
         loss, losses, _ = self.camera_loss(batch)
         return {"loss": loss, "losses": losses}
 
-    def validate(self, trainer) -> dict:
-        metrics = camera_metrics(self, trainer)
-        metrics["score"] = metrics["camera_miou_pseudo"]
-        return metrics
-
 
 class MultiViTJointTask(MultiViTCameraTask):
     """Joint training (`task: multivit_joint`): LiDAR + camera losses on aligned crops, optionally
@@ -194,16 +165,12 @@ class MultiViTJointTask(MultiViTCameraTask):
     align = True
     trains_lidar = True
 
-    @classmethod
-    def from_config(cls, cfg, model, trainer):
-        t = cfg.camera_task
-        if t.contrastive != "none" and cfg.model.multivit.camera_decoder_channels != cfg.model.rangevit.decoder_channels:
-            from ..errors import ConfigError
+    def evaluations(self, ctx: TaskContext) -> list[Evaluation]:
+        lidar = SegmentationDataset(ctx.val_reader, replace(self.cfg.data, cameras=False), train=False)
+        return [point_evaluation(self.model, lidar, ctx.labels, name="val"), self.camera_evaluation(ctx)]
 
-            raise ConfigError("camera_task.contrastive compares decoder features: model.multivit.camera_decoder_channels "
-                              f"({cfg.model.multivit.camera_decoder_channels}) must equal model.rangevit.decoder_channels "
-                              f"({cfg.model.rangevit.decoder_channels})")
-        return super().from_config(cfg, model, trainer)
+    def score(self, metrics: dict) -> float:
+        return metrics["miou"]
 
     def forward(self, batch: dict) -> dict:
         t = self.task_cfg
@@ -222,71 +189,3 @@ class MultiViTJointTask(MultiViTCameraTask):
             losses["contrastive"] = con
             loss = loss + t.contrastive_weight * con
         return {"loss": loss, "logits": out["logits"], "losses": losses}
-
-    def validate(self, trainer) -> dict:
-        from ..engine.trainer import eval_loader, evaluate
-
-        cfg = self.cfg
-        val_set = SegmentationDataset(trainer.val_reader, dataclasses.replace(cfg.data, cameras=False), train=False)
-        loader = eval_loader(val_set, trainer.info, cfg.eval.batch_size, cfg.data.num_workers, cfg.data.max_val_frames)
-        metrics = evaluate(self.model, loader, trainer.labels, trainer.info, trainer.dtype, progress=trainer.progress)
-        metrics.update(camera_metrics(self, trainer))
-        metrics["score"] = metrics["miou"]
-        return metrics
-
-
-@torch.no_grad()
-def camera_metrics(task: MultiViTCameraTask, trainer) -> dict:
-    """Camera-branch mIoU (percent, nanmean over the LiDAR classes; background IoU apart) on the
-    validation frames: against the pseudo-labels, and against per-pixel class masks where present."""
-    from ..engine import dist as D
-    from ..engine.metrics import ConfusionMatrix, iou_from_confusion
-    from ..engine.trainer import autocast
-
-    model, cfg, reader = task.model, task.cfg, trainer.val_reader
-    labels = reader.labels
-    c = labels.num_classes
-    n = len(reader) if not cfg.data.max_val_frames else min(cfg.data.max_val_frames, len(reader))
-    device = trainer.info.device
-    conf_pseudo = ConfusionMatrix(c + 1, device="cpu")
-    conf_true = ConfusionMatrix(c + 1, device="cpu")
-    views = with_masks = 0
-    frames = CameraFrames(reader, cfg, task.labeller, train=False)
-    was_training = model.training
-    model.eval()
-    try:
-        for i in D.shard(n, trainer.info.rank, trainer.info.world_size):
-            cams = reader.load_cameras(i)
-            if cfg.camera_task.val_cameras:
-                cams = cams[:cfg.camera_task.val_cameras]
-            for cam in cams:
-                image = load_image(cam)
-                pseudo = frames.pseudo_label(i, cam, image)
-                x, _ = resize_view(image, None, tuple(cfg.model.multivit.image_size))
-                with autocast(device, trainer.dtype):
-                    logits = model.forward_camera(x[None].to(device))["logits"].float()
-                logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
-                pred = logits.argmax(1)[0].cpu()
-                conf_pseudo.update(pred, torch.from_numpy(pseudo.astype(np.int64)))
-                mask = load_mask(cam)
-                if mask is not None:
-                    conf_true.update(pred, torch.from_numpy(labels.to_train(mask, cam.mask_path)))
-                    with_masks += 1
-                views += 1
-    finally:
-        model.train(was_training)
-    for conf in (conf_pseudo, conf_true):
-        conf.all_reduce()
-    views = sum(D.all_gather_object(views))
-    with_masks = sum(D.all_gather_object(with_masks))
-    out: dict = {"camera_views": views}
-    for name, conf in (("pseudo", conf_pseudo), ("true", conf_true)):
-        if name == "true" and not with_masks:
-            continue
-        _, iou = iou_from_confusion(conf.numpy(), "nanmean")
-        cls_iou = iou[:c]
-        out[f"camera_miou_{name}"] = float(np.nanmean(cls_iou) * 100) if np.isfinite(cls_iou).any() else 0.0
-        out[f"camera_iou_{name}"] = {n_: (None if np.isnan(v) else float(v) * 100) for n_, v in zip(labels.class_names, cls_iou)}
-        if name == "pseudo":
-            out["camera_background_iou"] = None if np.isnan(iou[c]) else float(iou[c]) * 100
-    return out

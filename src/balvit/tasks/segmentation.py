@@ -1,7 +1,8 @@
 """Supervised per-point semantic segmentation: the model's logits against the train-id labels.
 
 loss = CE-or-focal + Lovasz on the main logits, plus `aux_weight` x the same on every auxiliary
-head the model returns (BALViT: range-only and BEV-only heads).
+head the model returns (BALViT: range-only and BEV-only heads). Validation: the point mIoU of the
+model on the validation split (the Task default).
 """
 
 from __future__ import annotations
@@ -9,13 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..config import LossConfig
-from ..losses import class_weights_from_counts, segmentation_loss
-from .base import Task
+from ..losses import segmentation_loss
+from .base import Task, TaskContext
 
 
 class SegmentationTask(Task):
-    def __init__(self, model: nn.Module, loss: LossConfig, class_weights: torch.Tensor | None = None):
+    def __init__(self, model: nn.Module, loss, class_weights: torch.Tensor | None = None):
         super().__init__(model)
         self.loss_cfg = loss
         if class_weights is not None:
@@ -24,11 +24,8 @@ class SegmentationTask(Task):
             self.class_weights = None
 
     @classmethod
-    def from_config(cls, cfg, model: nn.Module, trainer) -> "SegmentationTask":
-        weights = None
-        if cfg.loss.class_weights != "none":
-            weights = class_weights_from_counts(trainer.class_counts(), cfg.loss.class_weights)
-        return cls(model, cfg.loss, weights)
+    def from_config(cls, cfg, model: nn.Module, ctx: TaskContext) -> "SegmentationTask":
+        return cls(model, cfg.loss, ctx.class_weights())
 
     def forward(self, batch: dict) -> dict:
         out = self.model(batch)
@@ -41,7 +38,3 @@ class SegmentationTask(Task):
             losses[f"aux_{name}"] = aux
             loss = loss + self.loss_cfg.aux_weight * aux
         return {"loss": loss, "logits": out["logits"], "losses": losses}
-
-    def predict(self, batch: dict) -> torch.Tensor:
-        """(N, C) logits of the main head (no loss)."""
-        return self.model(batch)["logits"]

@@ -1,27 +1,23 @@
 """Camera pseudo-labels from labelled LiDAR points.
 
-  - common.py: projection into a z-buffered sparse label image, densification, pixel scoring
-    against true per-pixel classes, label PNGs (shared by both labellers);
-  - boxes.py: MultiViT's labeller (Ando et al., CVPR 2023): densified projection + SAM / stand-in
-    masks from 3D instance box prompts (config section `pseudo_labels`, `PseudoLabelConfig`);
-  - samplg.py: ELiTe's SAM-PLG (Zhang et al., ICME 2024): point + mask prompts from the sparse
-    labels (config section `elite.pseudo_labels`, `SamPLGConfig`), the camera-label dataset and the
-    `balvit pseudolabels` command.
+  - labeller.py: the one interface every task uses (`PseudoLabels`, config section `pseudo_labels`,
+    the cache, `balvit pseudolabels`);
+  - common.py: projection into a z-buffered sparse label image, densification, label PNGs;
+  - boxes.py: MultiViT's instance masks from projected 3D box prompts (SAM or a stand-in);
+  - samplg.py: ELiTe's SAM-PLG (point + mask prompts from the sparse labels).
 
-SAM itself (building a transformers SamModel, running it on prompts) is models/sam.py.
+SAM itself (building a transformers SamModel, running it on prompts) is models/sam.py; the scores of
+label images against true per-pixel classes are balvit/metrics.py's camera-pixel scores.
 """
 
-from .boxes import (THING_CLASSES, HullPredictor, PseudoLabeller, SamBoxPredictor, build_predictor,
-                    instance_clusters, label_image_miou)
-from .common import (camera_depth, densify, pixel_confusion, pixel_scores, project_labels, read_label_png,
-                     write_label_png)
-from .samplg import (SAMPLG, CameraLabelDataset, CameraLabels, ColorRegionPredictor, MaskPredictor, SamMaskPredictor,
-                     build_mask_predictor, make_prompts, pseudo_label_path, stability_score, write_pseudolabels)
+from .boxes import THING_CLASSES, HullPredictor, InstancePainter, SamBoxPredictor, build_box_predictor, instance_clusters
+from .common import camera_depth, densify, project_labels, read_label_png, write_label_png
+from .labeller import PseudoLabelConfig, PseudoLabels, files_path, write_pseudolabels
+from .samplg import SAMPLG, ColorRegionPredictor, MaskPredictor, SamMaskPredictor, build_mask_predictor, make_prompts, stability_score
 
 __all__ = [
-    "THING_CLASSES", "HullPredictor", "PseudoLabeller", "SamBoxPredictor", "build_predictor", "instance_clusters",
-    "label_image_miou", "camera_depth", "densify", "pixel_confusion", "pixel_scores", "project_labels",
-    "read_label_png", "write_label_png", "SAMPLG", "CameraLabelDataset", "CameraLabels", "ColorRegionPredictor",
-    "MaskPredictor", "SamMaskPredictor", "build_mask_predictor", "make_prompts", "pseudo_label_path",
-    "stability_score", "write_pseudolabels",
+    "THING_CLASSES", "HullPredictor", "InstancePainter", "SamBoxPredictor", "build_box_predictor", "instance_clusters",
+    "camera_depth", "densify", "project_labels", "read_label_png", "write_label_png", "PseudoLabelConfig",
+    "PseudoLabels", "files_path", "write_pseudolabels", "SAMPLG", "ColorRegionPredictor", "MaskPredictor",
+    "SamMaskPredictor", "build_mask_predictor", "make_prompts", "stability_score",
 ]

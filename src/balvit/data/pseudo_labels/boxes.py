@@ -30,18 +30,14 @@ points: list of (P_k, 2) (u, v) arrays or None) -> masks (K, H, W) bool`:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from ...errors import ConfigError
 from ...models.sam import SamPrompter, build_sam
-from ..camera import pixel_index, project_points
+from ..camera import pixel_index
 from ..labels import IGNORE
-from .common import camera_depth, densify, pixel_confusion, pixel_scores, project_labels, read_label_png, write_label_png
 
 log = logging.getLogger(__name__)
 
@@ -205,57 +201,34 @@ class SamBoxPredictor(SamPrompter):
         return logits[:, 0] > 0
 
 
-def build_predictor(cfg, device: str = "cpu"):
-    """pseudo_labels.sam -> None ("none"), HullPredictor ("standin") or SamBoxPredictor
-    ("sam:<local dir | hf:id | random>")."""
-    spec = cfg.sam
+def build_box_predictor(spec: str, device: str = "cpu"):
+    """`pseudo_labels.box_predictor` -> HullPredictor ("standin"), SamBoxPredictor ("sam:<local dir |
+    hf:id | random>") or None ("none": no instance masks)."""
     if spec == "none":
         return None
     if spec == "standin":
         return HullPredictor()
     if spec.startswith("sam:"):
         return SamBoxPredictor.from_pretrained(spec[4:], device)
-    raise ConfigError(f"pseudo_labels.sam must be none, standin or sam:<local dir, hf:id or random>, got {spec!r}")
+    raise ConfigError(f"pseudo_labels.box_predictor must be standin or sam:<local dir, hf:id or random>, got {spec!r}")
 
 
-# ------------------------------------------------------------------------------ the labeller
+# ------------------------------------------------------------------------------ instances -> masks
 
 
-class PseudoLabeller:
-    """Pseudo-label images of the cameras of a frame (see the module docstring).
+class InstancePainter:
+    """Paints the masks of the thing instances of a frame over a dense label image (see the module
+    docstring): `cfg` a PseudoLabelConfig, `predictor` as from `build_box_predictor` (None: nothing)."""
 
-    `labels` is the dataset's LabelSpec; `cfg` a PseudoLabelConfig; `predictor` as from
-    `build_predictor` (None: projection + densification only)."""
-
-    def __init__(self, labels, cfg, predictor=None, occlusion_ratio: float = 1.3):
-        self.labels = labels
+    def __init__(self, labels, cfg, predictor=None):
         self.cfg = cfg
         self.predictor = predictor
-        self.occlusion_ratio = occlusion_ratio
         names = list(cfg.thing_classes) or list(THING_CLASSES.get(labels.name, ()))
         unknown = [n for n in names if n not in labels.class_names]
         if unknown:
             raise ConfigError(f"pseudo_labels.thing_classes: {unknown} are not {labels.name} classes "
                               f"({', '.join(labels.class_names)})")
         self.thing_ids = [labels.class_names.index(n) for n in names]
-        self.background = labels.num_classes
-        key = {"cfg": {k: getattr(cfg, k) for k in ("densify_radius", "sam", "thing_classes", "cluster_radius",
-                                                    "min_cluster_points", "max_occlusion", "min_inside")},
-               "predictor": getattr(predictor, "name", None), "occlusion_ratio": occlusion_ratio}
-        self.cache_key = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-
-    def __call__(self, xyz: np.ndarray, labels: np.ndarray, cam, image: np.ndarray,
-                 instances: np.ndarray | None = None) -> np.ndarray:
-        """Points (N, >=3) in the reader's lidar frame with train-id labels (N,) -> (H, W) uint8."""
-        h, w = image.shape[:2]
-        cfg = self.cfg
-        uv, valid = project_points(xyz, cam)
-        depth = camera_depth(xyz, cam.T_cam_lidar)
-        sparse, zbuf = project_labels((h, w), uv, valid, labels, depth, return_depth=True)
-        out = densify(sparse, cfg.densify_radius, zbuf, self.background, self.occlusion_ratio)
-        if self.predictor is not None:
-            self._paint_instances(out, xyz, labels, uv, valid, depth, cam, image, instances)
-        return out.astype(np.uint8)
 
     def instance_boxes(self, xyz, labels, uv, valid, depth, cam, instances=None) -> list[dict]:
         """Projected instance boxes with their class, depth, inside fraction and fate:
@@ -292,7 +265,11 @@ class PseudoLabeller:
             covered[rs, cs] = True
         return boxes
 
-    def _paint_instances(self, out, xyz, labels, uv, valid, depth, cam, image, instances) -> None:
+    def paint(self, out, xyz, labels, uv, valid, depth, cam, image, instances=None) -> None:
+        """In place: ignore over boxes mostly outside the image, each prompted instance's mask in its
+        class, far instances first so that nearer ones win."""
+        if self.predictor is None:
+            return
         boxes = self.instance_boxes(xyz, labels, uv, valid, depth, cam, instances)
         prompt = [b for b in boxes if b["fate"] == "prompt"]
         masks = self.predictor.predict(image, np.array([b["clipped"] for b in prompt]).reshape(-1, 4),
@@ -304,31 +281,3 @@ class PseudoLabeller:
                 out[rs, cs] = IGNORE
             elif b["fate"] == "prompt":
                 out[mask_of[id(b)]] = b["cls"]
-
-    # ------------------------------------------------------------------------- cache
-
-    def cached(self, cache_dir: str, frame: str, cam_name: str, compute) -> np.ndarray:
-        """Read the label image of (frame, camera) from `cache_dir` or compute and store it (PNG, atomic)."""
-        if not cache_dir:
-            return compute()
-        path = Path(cache_dir) / self.cache_key / f"{frame.replace('/', '_')}__{cam_name}.png"
-        if path.is_file():
-            return read_label_png(path).astype(np.uint8)
-        out = compute()
-        write_label_png(path, out)
-        return out
-
-
-def label_image_miou(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> dict:
-    """Pixel IoU of a pseudo-label image against true per-pixel train ids (255 = no ground truth).
-
-    Pixels whose pseudo-label is ignore are left out (and counted as not covered); background
-    (= num_classes) on a labelled pixel is a miss. mIoU = mean over classes present in the truth or
-    the prediction (percent); "iou" maps class index (or name) -> percent or None."""
-    keep = pred != IGNORE
-    conf = pixel_confusion(pred[keep], truth[keep], num_classes)
-    scores = pixel_scores(conf, classes="either")
-    labelled = int((truth != IGNORE).sum())
-    scores["coverage"] = float(conf.sum() / max(labelled, 1) * 100)
-    scores["background_on_labelled"] = float(conf[:, num_classes].sum() / max(conf.sum(), 1) * 100)
-    return scores

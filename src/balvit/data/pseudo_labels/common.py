@@ -1,5 +1,5 @@
-"""What both camera pseudo-labellers share: labelled LiDAR points -> a z-buffered sparse label image,
-densification, pixel scoring against true per-pixel classes, and label PNGs on disk.
+"""What every camera pseudo-labeller shares: labelled LiDAR points -> a z-buffered sparse label image,
+densification, and label PNGs on disk.
 
 Used by MultiViT's box-prompt labeller (boxes.py; Ando et al., CVPR 2023) and ELiTe's SAM-PLG
 (samplg.py; Zhang et al., ICME 2024). Label images hold train ids 0..C-1; 255 (IGNORE) = no label;
@@ -74,44 +74,6 @@ def densify(sparse: np.ndarray, radius: int, depth: np.ndarray | None = None, ba
     near = dist <= radius
     out[near] = sparse[ri[near], ci[near]]
     return out
-
-
-# ---------------------------------------------------------------------------- scoring
-
-
-def pixel_confusion(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
-    """(C, C + 1) int64: rows = true class, columns = predicted class, last column = no class
-    (255, or C = background). Pixels whose truth is 255 (sky, unlabelled) are left out."""
-    keep = truth != IGNORE
-    t = truth[keep].astype(np.int64)
-    p = pred[keep].astype(np.int64)
-    p = np.where(p == IGNORE, num_classes, p)
-    return np.bincount(t * (num_classes + 1) + p, minlength=num_classes * (num_classes + 1)).reshape(
-        num_classes, num_classes + 1)
-
-
-def pixel_scores(conf: np.ndarray, class_names=None, classes: str = "truth") -> dict:
-    """Scores of a `pixel_confusion` matrix: IoU per class with pixels of no class counted as misses
-    (false negatives); mIoU (percent) over the classes present in the truth (`classes="truth"`) or in
-    the truth or the prediction ("either"); coverage = share of the true pixels given a class;
-    precision = accuracy of the pixels given a class."""
-    conf = np.asarray(conf, dtype=np.int64)
-    c = conf.shape[0]
-    tp = np.diag(conf[:, :c]).astype(np.float64)
-    gt = conf.sum(1).astype(np.float64)
-    pred = conf[:, :c].sum(0).astype(np.float64)
-    union = gt + pred - tp
-    present = gt > 0 if classes == "truth" else union > 0
-    iou = np.where(present, tp / np.maximum(union, 1), np.nan)
-    labelled = conf[:, :c].sum()
-    names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
-    return {
-        "miou": float(np.nanmean(iou) * 100) if present.any() else float("nan"),
-        "coverage": float(labelled / max(conf.sum(), 1) * 100),
-        "precision": float(tp.sum() / max(labelled, 1) * 100),
-        "pixels": int(conf.sum()),
-        "iou": {n: (None if np.isnan(v) else float(v * 100)) for n, v in zip(names, iou)},
-    }
 
 
 # ---------------------------------------------------------------------------- label PNGs

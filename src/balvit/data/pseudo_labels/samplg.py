@@ -30,20 +30,16 @@ Label images hold train ids (uint8 PNG on disk), 255 = no label.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
 from scipy import ndimage
-from torch.utils.data import Dataset
 
-from ...errors import DataError
 from ...models.sam import SamPrompter, build_sam
-from ..camera import load_mask
 from ..labels import IGNORE
-from .common import densify, pixel_confusion, pixel_scores, project_labels, read_label_png, write_label_png
+from .common import densify
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +140,8 @@ class ColorRegionPredictor:
 
 
 def build_mask_predictor(cfg, device: str | torch.device = "cpu") -> MaskPredictor:
-    """The mask predictor named by `elite.pseudo_labels.predictor`."""
-    if cfg.predictor == "color":
+    """The mask predictor named by `pseudo_labels.mask_predictor`."""
+    if cfg.mask_predictor == "color":
         return ColorRegionPredictor()
     return SamMaskPredictor(build_sam(cfg.sam_weights, cfg.sam_arch), device)
 
@@ -271,147 +267,3 @@ class SAMPLG:
         known = sparse != IGNORE
         label[known] = sparse[known]
         return label, {"prompts": len(prompts), "accepted": accepted, "mask_pixels": covered}
-
-
-# ---------------------------------------------------------------------------- datasets
-
-
-MISSING = ("write them with `balvit pseudolabels`, or set elite.pseudo_labels.mode to projection / densify / "
-           "sam")
-
-
-def pseudo_label_path(directory: str | Path, frame: str, camera: str) -> Path:
-    """Where `balvit pseudolabels` writes the label image of one camera of one frame."""
-    return Path(directory) / frame / f"{camera}.png"
-
-
-class CameraLabels:
-    """Label images of one camera view by `elite.pseudo_labels.mode` (projection / densify / sam / files)."""
-
-    def __init__(self, cfg, num_classes: int):
-        self.cfg = cfg
-        self.num_classes = num_classes
-        self._plg: SAMPLG | None = None
-
-    def plg(self) -> SAMPLG:
-        if self._plg is None:  # built lazily (in each loader worker)
-            self._plg = SAMPLG(build_mask_predictor(self.cfg), self.cfg)
-        return self._plg
-
-    def __call__(self, frame: str, view: dict, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        mode = self.cfg.mode
-        image = view["image"]
-        h, w = image.shape[-2:]
-        if mode == "files":
-            label = read_label_png(pseudo_label_path(self.cfg.directory, frame, view["name"]), MISSING)
-            if label.shape != (h, w):
-                raise DataError(f"{pseudo_label_path(self.cfg.directory, frame, view['name'])}: label image is "
-                                f"{label.shape[1]}x{label.shape[0]}, the camera image {w}x{h}")
-            label[(label >= self.num_classes) & (label != IGNORE)] = IGNORE
-            return label
-        sparse = project_labels((h, w), view["uv"].numpy(), view["valid"].numpy(), labels,
-                                np.linalg.norm(points[:, :3], axis=1))
-        if mode == "projection":
-            return sparse
-        if mode == "densify":
-            return densify(sparse, self.cfg.densify_radius)
-        rgb = image.numpy().transpose(1, 2, 0)
-        return self.plg()(rgb, sparse)[0]
-
-
-class CameraLabelDataset(Dataset):
-    """Samples of a `SegmentationDataset` (cameras on) whose camera views also hold
-    `pseudo` (H, W) int64 label images (train ids, 255 none) and, with `truth`, the renderer's
-    per-pixel classes `truth` (H, W) int64 where the dataset has them (synthetic data).
-    With `flip`, images (and labels, pixel coordinates) are mirrored left-right at random (seeded by
-    frame and epoch)."""
-
-    def __init__(self, base, pseudo_cfg, num_classes: int, pseudo: bool = True, truth: bool = False,
-                 flip: bool = False, seed: int = 0):
-        if not base.cfg.cameras:
-            base.cfg = replace(base.cfg, cameras=True)
-        self.base = base
-        self.labeller = CameraLabels(pseudo_cfg, num_classes)
-        self.pseudo, self.truth, self.flip, self.seed = pseudo, truth, flip, seed
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.base.set_epoch(epoch)
-
-    def __getitem__(self, key):
-        sample = self.base[key]
-        i, epoch = key if isinstance(key, tuple) else (key, self.base.epoch)
-        reader = self.base.reader
-        cams = reader.load_cameras(i)
-        points, labels = sample["points"].numpy(), sample["labels"].numpy()
-        rng = np.random.default_rng([self.seed, epoch, i, 77])
-        for view, cam in zip(sample["cameras"], cams):
-            if self.pseudo:
-                view["pseudo"] = torch.from_numpy(self.labeller(sample["frame"], view, points, labels))
-            if self.truth:
-                mask = load_mask(cam)
-                if mask is not None:
-                    view["truth"] = torch.from_numpy(reader.labels.to_train(mask, cam.mask_path).astype(np.int64))
-            if self.flip and rng.random() < 0.5:
-                w = view["image"].shape[-1]
-                view["image"] = view["image"].flip(-1)
-                for k in ("pseudo", "truth"):
-                    if k in view:
-                        view[k] = view[k].flip(-1)
-                uv = view["uv"].clone()
-                uv[view["valid"], 0] = (w - 1) - uv[view["valid"], 0]
-                view["uv"] = uv
-        return sample
-
-
-# ---------------------------------------------------------------------------- command
-
-
-def write_pseudolabels(cfg, split: str, out: str | Path, max_frames: int = 0, progress: bool = True) -> dict:
-    """`balvit pseudolabels`: SAM-PLG label images of every camera of a split under `out`
-    (`<out>/<frame>/<camera>.png`, uint8 train ids, 255 = none), plus `scores.json` comparing
-    projection, projection + densification and SAM-PLG against the renderer's masks when present."""
-    from tqdm import tqdm
-
-    from ...io import write_json
-    from ..dataset import SegmentationDataset, build_reader
-
-    out = Path(out)
-    reader = build_reader(cfg.data, split)
-    if not reader.has_labels:
-        raise DataError(f"split {split!r} has no LiDAR labels to build pseudo-labels from")
-    data = replace(cfg.data, cameras=True)
-    base = SegmentationDataset(reader, data, train=False)
-    pl = cfg.elite.pseudo_labels
-    c = reader.labels.num_classes
-    plg = SAMPLG(build_mask_predictor(pl), pl)
-    n = len(reader) if not max_frames else min(max_frames, len(reader))
-    confs = {k: np.zeros((c, c + 1), dtype=np.int64) for k in ("projection", "densify", "sam_plg")}
-    stats = {"prompts": 0, "accepted": 0, "images": 0}
-    scored = False
-    for i in tqdm(range(n), desc="pseudo-labels", disable=not progress):
-        sample = base[i]
-        points, labels = sample["points"].numpy(), sample["labels"].numpy()
-        for view, cam in zip(sample["cameras"], reader.load_cameras(i)):
-            h, w = view["image"].shape[-2:]
-            sparse = project_labels((h, w), view["uv"].numpy(), view["valid"].numpy(), labels,
-                                    np.linalg.norm(points[:, :3], axis=1))
-            label, st = plg(view["image"].numpy().transpose(1, 2, 0), sparse)
-            write_label_png(pseudo_label_path(out, sample["frame"], view["name"]), label)
-            stats["prompts"] += st["prompts"]
-            stats["accepted"] += st["accepted"]
-            stats["images"] += 1
-            mask = load_mask(cam)
-            if mask is not None:
-                scored = True
-                truth = reader.labels.to_train(mask, cam.mask_path)
-                confs["projection"] += pixel_confusion(sparse, truth, c)
-                confs["densify"] += pixel_confusion(densify(sparse, pl.densify_radius), truth, c)
-                confs["sam_plg"] += pixel_confusion(label, truth, c)
-    result = {"split": split, "frames": n, "predictor": pl.predictor, **stats}
-    if scored:
-        result["scores"] = {k: pixel_scores(v, reader.labels.class_names) for k, v in confs.items()}
-    write_json(out / "scores.json", result)
-    return result
