@@ -381,6 +381,10 @@ class NuScenes(ScanDataset):
     def has_labels(self) -> bool:
         return self._tables.lidarseg is not None and self.split != "test"
 
+    def has_label_entry(self, i: int) -> bool:
+        """Whether lidarseg.json names a label file for frame i (see label_path)."""
+        return self._tables.lidarseg is not None and self.frames[i] in self._tables.lidarseg
+
     # ----------------------------------------------------------------------------- paths
 
     def scan_path(self, i: int) -> Path:
