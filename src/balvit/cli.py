@@ -1,4 +1,4 @@
-"""Command line: balvit train | eval | predict | info | stats | generate | splits | pseudolabels.
+"""Command line: balvit train | eval | predict | check | info | stats | generate | splits | pseudolabels.
 
 Every command that runs a model works the same under `torchrun --nproc_per_node=N` (DDP) and as a
 single process. Errors in the input (a wrong config key, a missing file, a corrupt scan, a
@@ -75,6 +75,18 @@ def cmd_predict(args) -> int:
     finally:
         D.cleanup()
     return 0
+
+
+def cmd_check(args) -> int:
+    from .data.preflight import format_problems, run_preflight
+
+    cfg = _config(args)
+    splits = [s.strip() for s in args.splits.split(",")] if args.splits else None
+    report = run_preflight(cfg, splits)
+    if report.problems:
+        print(format_problems(report.problems))
+    print(f"balvit check: {report.summary()}")
+    return 2 if report.errors else 0
 
 
 def cmd_info(args) -> int:
@@ -179,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--split", default="valid", help="valid or test (default valid)")
     pr.add_argument("--pictures", type=int, default=None, help="frames to draw (default eval.pictures)")
     pr.set_defaults(fn=cmd_predict)
+
+    c = sub.add_parser("check", help="pre-flight check of the configured splits' files by size (exit 2 on errors)")
+    common(c, checkpoint=False)
+    c.add_argument("--splits", default=None, help="comma-separated splits (default data.train_split,data.val_split)")
+    c.set_defaults(fn=cmd_check)
 
     i = sub.add_parser("info", help="print the model's trainable / frozen / total parameter counts")
     i.add_argument("config")

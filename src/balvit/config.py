@@ -146,6 +146,8 @@ class DataConfig:
     # NaN/inf coordinates: "error" refuses the scan; "zero" moves such points to the sensor origin,
     # labels them ignore (255) and counts them in the log (their predictions are still written)
     nan_policy: Literal["error", "zero"] = "error"
+    # before step 1, check every file of the splits by size (data/preflight.py); false skips it
+    preflight: bool = True
     cameras: bool = False  # load camera images and point->pixel mappings
     max_val_frames: int = 0  # evaluate on the first N validation frames only (0: all)
     num_workers: int = 2  # data-loader worker processes (0: load in the main process)

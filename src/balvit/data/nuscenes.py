@@ -51,6 +51,17 @@ LIDAR_TO_LIB = np.array([[0.0, 1, 0, 0], [-1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 
 LIB_TO_LIDAR = LIDAR_TO_LIB.T.copy()
 
 
+def lidar_top_to_library(raw: np.ndarray) -> np.ndarray:
+    """(N, >=4) x, y, z, intensity (, ring) in the LIDAR_TOP frame -> float32 (N, 4) in the library
+    frame: x' = y (forward), y' = -x (left), z' = z, intensity as stored (the rotation LIDAR_TO_LIB)."""
+    points = np.empty((len(raw), 4), dtype=np.float32)
+    points[:, 0] = raw[:, 1]  # forward
+    points[:, 1] = -raw[:, 0]  # left
+    points[:, 2] = raw[:, 2]
+    points[:, 3] = raw[:, 3]
+    return points
+
+
 # ------------------------------------------------------------------------------ JSON tables
 
 
@@ -370,6 +381,10 @@ class NuScenes(ScanDataset):
     def has_labels(self) -> bool:
         return self._tables.lidarseg is not None and self.split != "test"
 
+    def has_label_entry(self, i: int) -> bool:
+        """Whether lidarseg.json names a label file for frame i (see label_path)."""
+        return self._tables.lidarseg is not None and self.frames[i] in self._tables.lidarseg
+
     # ----------------------------------------------------------------------------- paths
 
     def scan_path(self, i: int) -> Path:
@@ -406,12 +421,7 @@ class NuScenes(ScanDataset):
         """(N, 4) x, y, z, intensity in the library frame, unchecked for NaN."""
         self.num_points(i)
         raw = np.fromfile(self.scan_path(i), dtype=np.float32).reshape(-1, POINT_FIELDS)
-        points = np.empty((len(raw), 4), dtype=np.float32)
-        points[:, 0] = raw[:, 1]  # forward
-        points[:, 1] = -raw[:, 0]  # left
-        points[:, 2] = raw[:, 2]
-        points[:, 3] = raw[:, 3]
-        return points
+        return lidar_top_to_library(raw)
 
     def load_points_checked(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(points (N, 4), invalid (N,) bool): NaN/inf points raise, or are zeroed under nan_policy "zero"."""
