@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    from balvit.config import load_config
+    from balvit.run_config import load_config
     from balvit.data.preflight import run_preflight
 
     with tempfile.TemporaryDirectory() as tmp:

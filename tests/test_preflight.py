@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from balvit.cli import main
-from balvit.config import load_config
+from balvit.run_config import load_config
 from balvit.data.preflight import ERROR, WARNING, check_or_raise, preflight, run_preflight
 from balvit.errors import DataError
 from conftest import REPO, generated_dataset
@@ -167,3 +167,18 @@ def test_real_kitti_scans_pass():
                                               'data.val_sequences=["00"]']), splits=["train"])
     assert report.errors == [] and report.frames == 3 and report.files == 6
     assert [p.problem for p in report.warnings] == ["missing (not read by training; tools that stack scans need it)"]
+
+
+def test_training_refuses_a_truncated_validation_scan_before_writing_anything(kitti, tmp_path):
+    from balvit.engine.trainer import Trainer
+    from conftest import CPU, config_of
+
+    root = tmp_path / "bad_val"
+    shutil.copytree(kitti, root)
+    scan = root / "sequences" / "08" / "velodyne" / "000001.bin"
+    scan.write_bytes(scan.read_bytes()[:-8])  # half a point missing
+    with pytest.raises(DataError, match="000001.bin"):
+        Trainer(config_of("tiny.yaml", root), tmp_path / "run", CPU, progress=False)
+    assert not (tmp_path / "run").exists()
+    # data.preflight=false skips the check (the truncated file is then found when it is read)
+    Trainer(config_of("tiny.yaml", root, "data.preflight=false"), tmp_path / "run2", CPU, progress=False)

@@ -28,6 +28,7 @@ from ..config import dump_yaml, to_dict
 from ..data.dataset import SegmentationDataset, StreamSampler, build_reader, collate, ignore_stop_signals, \
     to_device, training_readers
 from ..data.labels import labels_for
+from ..data.preflight import check_or_raise
 from ..errors import ConfigError
 from ..io import ensure_writable, write_json, write_text
 from ..metrics import format_table, markdown_table
@@ -65,6 +66,9 @@ class Trainer:
         self.restart = restart
         set_threads(info)
         D.seed_everything(cfg.train.seed + info.rank)
+        if cfg.data.preflight:  # every file of the splits by size, before anything else: seconds, not hours in
+            report = check_or_raise(cfg)
+            log.info("pre-flight check: %s", report.summary())
 
         readers = training_readers(cfg.data)
         self.train_reader = readers[0][0]
