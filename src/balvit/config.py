@@ -258,7 +258,10 @@ class LossConfig:
     ce_weight: float = 1.0
     lovasz_weight: float = 1.0
     focal_gamma: float = 0.0  # 0: plain cross-entropy; >0: focal loss
-    class_weights: Literal["none", "inverse_sqrt_freq"] = "none"
+    # none | inverse_sqrt_freq: 1 / sqrt(f + 1e-3), mean 1 | inverse_cbrt_freq: (max f / f)^(1/3)
+    # (2DPASS / ELiTe, dachr8/ELiTe network/arch_elite.py seg_labelweights); f = the training
+    # frames' label frequencies (losses.class_weights_from_counts)
+    class_weights: Literal["none", "inverse_sqrt_freq", "inverse_cbrt_freq"] = "none"
     label_smoothing: float = 0.0
     aux_weight: float = 0.4  # weight of each auxiliary (range-only / BEV-only) head
 
@@ -270,6 +273,9 @@ class TrainConfig:
     lr: float = 2e-4
     min_lr: float = 1e-6
     weight_decay: float = 0.01
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # see engine/optim.py
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
     warmup_steps: int = 500
     grad_clip: float = 1.0  # max gradient norm (0: off)
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
@@ -385,7 +391,12 @@ class ELiTeConfig:
     teacher_checkpoint: str = ""  # a trained elite_teacher checkpoint (best.pt / last.pt)
     # frozen: the loaded teacher is fixed; joint: it keeps training with its 2D losses (as 2DPASS / ELiTe)
     teacher_mode: Literal["frozen", "joint"] = "frozen"
-    kd_weight: float = 0.05  # lambda_xm per student stage (2DPASS, ELiTe)
+    kd_weight: float = 0.05  # lambda_xm (2DPASS, ELiTe: train_params.lambda_xm)
+    # official: each of the S stages adds kd_weight / S x the mean over points x classes of the KL
+    # terms (ELiTe network/arch_elite.py: F.kl_div(...) default 'mean' x lambda_xm / num_scales);
+    # per_point: each stage adds kd_weight x the mean over points of the per-point KL (summed over
+    # the C classes): S x C times the official weight (this toolkit's form before the fidelity review)
+    kd_form: Literal["official", "per_point"] = "official"
     kd_temperature: float = 1.0
     stage_weight: float = 1.0  # CE + Lovasz weight of each stage head of the student
     teacher_loss_weight: float = 1.0  # weight of the teacher's 2D losses (teacher task / joint mode)
@@ -634,6 +645,8 @@ def validate(cfg: Config) -> None:
     t = cfg.train
     if t.steps <= 0 or t.batch_size <= 0 or t.lr <= 0:
         raise ConfigError("train.steps, train.batch_size and train.lr must be positive")
+    if t.optimizer == "sgd" and (not 0 <= t.momentum < 1 or (t.nesterov and t.momentum == 0)):
+        raise ConfigError(f"train.momentum must be in [0, 1) (and > 0 with train.nesterov), got {t.momentum}")
     _validate_points(cfg)
 
 

@@ -11,7 +11,11 @@
   class's mean in one modality is the positive of the same class in the other, the other classes'
   means are negatives), symmetrised.
 - Logit distillation (Hinton et al., 2015): KL(teacher || student) of temperature-softened class
-  distributions (used per student stage by ELiTe / 2DPASS).
+  distributions (used per student stage by ELiTe / 2DPASS), reduced as ELiTe does (the mean over
+  points x classes of PyTorch's `F.kl_div` default, dachr8/ELiTe network/arch_elite.py) or as the
+  mean over points of the per-point KL.
+- Class weights from label frequencies f: 1 / sqrt(f + 1e-3) normalised to mean 1, or 2DPASS /
+  ELiTe's (max f / f)^(1/3) (dachr8/ELiTe network/arch_elite.py, `seg_labelweights`).
 """
 
 from __future__ import annotations
@@ -67,13 +71,30 @@ def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def class_weights_from_counts(counts: np.ndarray, kind: str) -> torch.Tensor | None:
-    """Per-class weights from labelled point counts: 'none' or 'inverse_sqrt_freq' (mean 1)."""
+    """Per-class weights from labelled point counts, f = counts / sum(counts):
+
+    none              -> None
+    inverse_sqrt_freq -> 1 / sqrt(f + 1e-3), normalised to mean 1
+    inverse_cbrt_freq -> (max f / f)^(1/3) (2DPASS / ELiTe): 1 for the most frequent class; a class
+                         with no labelled point (never a target, so its weight is never used) gets
+                         the largest weight of the others instead of infinity
+    """
     if kind == "none":
         return None
     freq = np.asarray(counts, dtype=np.float64)
     freq = freq / max(freq.sum(), 1.0)
-    w = 1.0 / np.sqrt(freq + 1e-3)
-    w = w / w.mean()
+    if kind == "inverse_sqrt_freq":
+        w = 1.0 / np.sqrt(freq + 1e-3)
+        w = w / w.mean()
+    elif kind == "inverse_cbrt_freq":
+        present = freq > 0
+        if not present.any():
+            raise ValueError("inverse_cbrt_freq class weights need at least one labelled point")
+        w = np.ones_like(freq)
+        w[present] = np.cbrt(freq.max() / freq[present])
+        w[~present] = w[present].max()
+    else:
+        raise ValueError(f"unknown class weight kind {kind!r}")
     return torch.tensor(w, dtype=torch.float32)
 
 
@@ -136,13 +157,24 @@ def class_mean_contrastive(a: torch.Tensor, a_present: torch.Tensor, b: torch.Te
     raise ValueError(f"unknown contrastive mode {mode!r}")
 
 
-def kl_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """student, teacher (N, C) logits -> T^2 * mean over points of KL(softmax(t / T) || softmax(s / T)),
-    summed over classes; the teacher is detached; 0 for N = 0."""
+def kl_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
+                    reduction: str = "points") -> torch.Tensor:
+    """student, teacher (N, C) logits -> T^2 x the KL(softmax(t / T) || softmax(s / T)) terms
+    p_t (log p_t - log p_s), reduced:
+
+    "points":   sum over classes, mean over points (the per-point KL divergence)
+    "elements": mean over points x classes, = "points" / C: what ELiTe's
+                F.kl_div(F.log_softmax(s), F.softmax(t)) computes with PyTorch's default 'mean'
+
+    The teacher is detached; 0 for N = 0."""
     if student.shape[0] == 0:
         return student.sum() * 0.0
     t = float(temperature)
     log_p_s = F.log_softmax(student.float() / t, dim=1)
     log_p_t = F.log_softmax(teacher.detach().float() / t, dim=1)
-    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
-    return kl.mean() * t * t
+    kl = log_p_t.exp() * (log_p_t - log_p_s)  # (N, C)
+    if reduction == "points":
+        return kl.sum(1).mean() * t * t
+    if reduction == "elements":
+        return kl.mean() * t * t
+    raise ValueError(f"unknown KL reduction {reduction!r}")

@@ -12,10 +12,14 @@ Segmentation" (Zhang et al., ICME 2024), whose code builds on 2DPASS (Yan et al.
 - `elite_student` (task), PPMSKD: for every stage s of the student (models/elite.py),
 
       L_s = stage_weight * (weighted CE + Lovasz)(stage logits_s, labels)
-            + kd_weight * KL(softmax(teacher head_s at the point's pixel / T) || softmax(stage logits_s / T))
+            + kd_weight / S * mean_{points, classes} KL terms of
+              (softmax(teacher head_s at the point's pixel / T) || softmax(stage logits_s / T))
 
-  (kd_weight = lambda_xm = 0.05, the value of 2DPASS / ELiTe; KL only on points a camera sees; the
-  teacher's target is detached), plus CE + Lovasz on the final logits. Student stage s (stride 2^s)
+  (the official weighting, `elite.kd_form=official`: ELiTe network/arch_elite.py PPMSKD takes
+  F.kl_div(log_softmax(s), softmax(t)), PyTorch's default 'mean' over points x classes, times
+  lambda_xm / num_scales; kd_weight = lambda_xm = 0.05; `kd_form=per_point` instead adds
+  kd_weight x the per-point KL averaged over points at every stage. KL only on points a camera
+  sees; the teacher's target is detached), plus CE + Lovasz on the final logits. Student stage s (stride 2^s)
   is paired with the teacher head of the same relative depth (finest with finest, coarsest with
   coarsest). The teacher comes from `elite.teacher_checkpoint` and stays frozen (a frozen module of
   the task, never saved with the student), or with `elite.teacher_mode=joint` keeps training with its
@@ -274,13 +278,16 @@ class ELiTeStudentTask(Task):
             maps = self.frozen_teacher_maps(batch, images)
         heads, visible = self.teacher.point_logits(batch, [m.detach() for m in maps])
         stages = out["aux"]
+        official = el.kd_form == "official"
+        kd_weight = el.kd_weight / self.model.num_stages if official else el.kd_weight
         for s in range(self.model.num_stages):
             logits = stages[f"stage{s + 1}"]
             seg = segmentation_loss(logits, labels, loss_cfg, w)["total"]
-            kd = kl_distillation(logits[visible], heads[self.pairs[s]][visible], el.kd_temperature)
+            kd = kl_distillation(logits[visible], heads[self.pairs[s]][visible], el.kd_temperature,
+                                 "elements" if official else "points")
             terms[f"stage{s + 1}_seg"] = seg
             terms[f"stage{s + 1}_kd"] = kd
-            loss = loss + el.stage_weight * seg + el.kd_weight * kd
+            loss = loss + el.stage_weight * seg + kd_weight * kd
         if self.joint:
             t_loss, t_terms = teacher_image_loss(self.teacher, batch, loss_cfg, w, maps)
             terms.update(t_terms)
