@@ -49,15 +49,50 @@ class BEVConfig:
 
 
 @dataclass
+class MixConfig:
+    """Scan-mixing augmentation (data/mixing.py), training only, off by default: WaffleIron's
+    instance CutMix and PolarMix (valeoai/WaffleIron datasets/semantic_kitti.py, `instance_cutmix`).
+    Classes are named as in the dataset's label file; the defaults are WaffleIron's SemanticKITTI ones."""
+
+    polarmix: bool = False  # swap a 180 deg azimuth sector with another training scan, paste its instances x 3
+    cutmix: bool = False  # paste instances of `classes` from the training set's instance bank on the ground
+    classes: list[str] = field(default_factory=lambda: ["bicycle", "motorcycle", "other-vehicle", "person", "bicyclist"])
+    ground_classes: list[str] = field(default_factory=lambda: ["road", "parking", "sidewalk"])
+    polarmix_prob: float = 0.5  # probability of the sector swap (the instance paste always happens)
+    max_instances: int = 40  # cutmix: per class, uniform 0 .. max_instances - 1 pasted instances
+    min_instance_points: int = 6  # instances with fewer points are not banked (WaffleIron: more than 5)
+    # instances: the reader's instance ids where it has them (SemanticKITTI), else connected
+    # components of class points closer than this (metres)
+    cluster_radius: float = 0.5
+
+
+@dataclass
 class AugmentConfig:
-    """Training-time augmentation; every draw is seeded by (seed, epoch, frame index)."""
+    """Training-time augmentation; every draw is seeded by (seed, epoch, frame index).
+
+    Order: mixing (`mix`), rotation about z, flip, scale, Gaussian translation, uniform translation,
+    tilt (roll / pitch / yaw), range-image crop. The options after `crop_width` are off by default."""
 
     enabled: bool = True
     rotate: bool = True  # uniform rotation about z
-    flip: bool = True  # random flips of x and/or y
+    flip: bool = True  # random flips (flip_mode)
     scale: list[float] = field(default_factory=lambda: [0.95, 1.05])  # uniform isotropic scaling
     translate_std: float = 0.1  # metres, Gaussian translation in x, y, z
     crop_width: int = 0  # random width crop of the range image (0: full width)
+    # xy: x and y each flipped with probability 0.5; one_axis: with probability flip_prob, one of x / y
+    # (equally likely; WaffleIron utils/transforms.py FlipXY in RandomApply(p=2/3)); x / y: that axis
+    # with probability flip_prob (RangeViT config_*.yaml p_flipy)
+    flip_mode: Literal["xy", "one_axis", "x", "y"] = "xy"
+    flip_prob: float = 0.5  # flip_mode one_axis / x / y
+    # uniform translation [[x_lo, x_hi], [y_lo, y_hi], [z_lo, z_hi]] metres, each axis moved with
+    # probability translate_prob (RangeViT dataset/preprocess/augmentor.py); empty: off
+    translate_range: list[list[float]] = field(default_factory=list)
+    translate_prob: float = 1.0
+    # [roll, pitch, yaw] degrees: each angle uniform in +-tilt_deg[k] with probability tilt_prob,
+    # R = scipy Rotation.from_euler("zyx", [yaw, pitch, roll]) (RangeViT augmentor.py); empty: off
+    tilt_deg: list[float] = field(default_factory=list)
+    tilt_prob: float = 1.0
+    mix: MixConfig = field(default_factory=MixConfig)
 
 
 @dataclass
@@ -190,6 +225,9 @@ class RangeViTConfig:
     knn_backend: Literal["auto", "kdtree", "torch"] = "auto"
     point_sampling: Literal["bilinear", "nearest"] = "bilinear"  # per-point read of the 2D feature map
     vit_lr_scale: float = 1.0  # learning-rate factor of the ViT's parameters
+    # stochastic depth in the ViT, 0 at the first block rising linearly to this at the last
+    # (RangeViT: 0.1, valeoai/rangevit models/rangevit.py); 0: off
+    drop_path: float = 0.0
 
 
 @dataclass
@@ -601,6 +639,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.augment.scale must be [low, high] with 0 < low <= high, got {aug.scale}")
     if aug.crop_width < 0 or aug.crop_width > rv.width:
         raise ConfigError(f"data.augment.crop_width must be in 0..data.range.width ({rv.width}), got {aug.crop_width}")
+    _validate_augment(cfg)
     b = cfg.model.balvit
     if len(b.patch_size) != 2 or min(b.patch_size) <= 0:
         raise ConfigError(f"model.balvit.patch_size must be [rows, cols], got {b.patch_size}")
@@ -630,6 +669,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"model.rangevit.in_channels must be 5 or 6, got {r.in_channels}")
         if r.knn < 1 or r.kernel_points < 1:
             raise ConfigError("model.rangevit.knn and model.rangevit.kernel_points must be positive")
+        if not 0 <= r.drop_path < 1:
+            raise ConfigError(f"model.rangevit.drop_path must be in [0, 1), got {r.drop_path}")
     if cfg.model.name == "multivit":
         m = cfg.model.multivit
         if len(m.image_size) != 2 or min(m.image_size) <= 0 or m.camera_patch <= 0:
@@ -648,6 +689,30 @@ def validate(cfg: Config) -> None:
     if t.optimizer == "sgd" and (not 0 <= t.momentum < 1 or (t.nesterov and t.momentum == 0)):
         raise ConfigError(f"train.momentum must be in [0, 1) (and > 0 with train.nesterov), got {t.momentum}")
     _validate_points(cfg)
+
+
+def _validate_augment(cfg: Config) -> None:
+    """The optional augmentation fields (flip probabilities, uniform translation, tilt, mixing)."""
+    aug = cfg.data.augment
+    for name in ("flip_prob", "translate_prob", "tilt_prob"):
+        if not 0 <= getattr(aug, name) <= 1:
+            raise ConfigError(f"data.augment.{name} is a probability in [0, 1], got {getattr(aug, name)}")
+    if aug.translate_range and (len(aug.translate_range) != 3 or any(len(r) != 2 or r[0] > r[1] for r in aug.translate_range)):
+        raise ConfigError("data.augment.translate_range must be [[x_lo, x_hi], [y_lo, y_hi], [z_lo, z_hi]] with lo <= hi, "
+                          f"got {aug.translate_range}")
+    if aug.tilt_deg and (len(aug.tilt_deg) != 3 or min(aug.tilt_deg) < 0):
+        raise ConfigError(f"data.augment.tilt_deg must be [roll, pitch, yaw] >= 0 degrees, got {aug.tilt_deg}")
+    mix = aug.mix
+    if mix.polarmix or mix.cutmix:
+        if not 0 <= mix.polarmix_prob <= 1 or mix.max_instances < 1 or mix.min_instance_points < 1 or mix.cluster_radius <= 0:
+            raise ConfigError("data.augment.mix needs polarmix_prob in [0, 1], max_instances >= 1, "
+                              "min_instance_points >= 1 and cluster_radius > 0")
+        if not mix.classes or (mix.cutmix and not mix.ground_classes):
+            raise ConfigError("data.augment.mix needs classes (and ground_classes for cutmix)")
+        camera_tasks = ("distill", "multivit_camera", "multivit_joint", "elite_teacher", "elite_student")
+        if cfg.data.cameras or cfg.task in camera_tasks:
+            raise ConfigError(f"data.augment.mix (polarmix / cutmix) cannot be used with camera views (task {cfg.task}, "
+                              "data.cameras): points pasted from other scans have no pixel in this frame's images")
 
 
 def _validate_points(cfg: Config) -> None:

@@ -109,6 +109,7 @@ class RangeViT(SegModel):
         knn_backend: str = "auto",
         point_sampling: str = "bilinear",
         vit_lr_scale: float = 1.0,
+        drop_path: float = 0.0,
         range_height: int = 64,
         range_width: int = 2048,
         fov: tuple[float, float] = (3.0, -25.0),
@@ -118,6 +119,8 @@ class RangeViT(SegModel):
             raise ValueError("RangeViT fine-tunes its ViT: build the backbone with trainable=True")
         for p in backbone.unused_for_tokens():  # the conv stem replaces the ViT's patch embedding
             p.requires_grad_(False)
+        if drop_path:
+            backbone.set_drop_path(drop_path)
         self.backbone = backbone
         dim = backbone.width
         self.num_classes = num_classes
@@ -155,7 +158,7 @@ class RangeViT(SegModel):
             window=r.window, stride=r.stride, refiner=r.refiner, refiner_channels=r.refiner_channels, knn=r.knn,
             kernel_points=r.kernel_points, kernel_radius=r.kernel_radius, kernel_extent=r.kernel_extent,
             knn_backend=r.knn_backend, point_sampling=r.point_sampling, vit_lr_scale=r.vit_lr_scale,
-            range_height=rv.height, range_width=rv.width, fov=(rv.fov_up, rv.fov_down),
+            drop_path=r.drop_path, range_height=rv.height, range_width=rv.width, fov=(rv.fov_up, rv.fov_down),
         )
 
     def lr_scales(self) -> dict[str, float]:
