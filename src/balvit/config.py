@@ -108,6 +108,9 @@ class PointSamplingConfig:
 
     voxel_size: float = 0.0  # metres (0: no voxel down-sampling)
     max_points: int = 0  # training only: cap on points per scan after voxelisation (0: no cap)
+    # how the cap picks: random (a random subset) | nearest (the max_points points nearest to a random
+    # point of the scan: WaffleIron / ScaLR's LimitNumPoints(random=True))
+    cap: Literal["random", "nearest"] = "random"
     neighbors: int = 0  # k nearest neighbours per kept point, computed in the loader (0: none)
 
 
