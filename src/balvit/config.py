@@ -375,6 +375,10 @@ class DistillConfig:
 class PseudoLabelConfig:
     """Camera pseudo-labels from labelled LiDAR points (data/pseudo_labels/boxes.py)."""
 
+    # densified: projected + densified LiDAR labels of every class, thing masks painted over them;
+    # box_masks (the MultiViT thesis): only the masks of thing instances inside their projected 3D
+    # boxes, every other pixel background (needs a mask predictor: sam: standin or sam:<weights>)
+    labels: Literal["densified", "box_masks"] = "densified"
     densify_radius: int = 4  # pixels: a pixel takes the label of the closest point within this radius
     # box prompts for thing instances: none | standin (convex hull of the instance's projected points)
     # | sam:<local HF SAM directory, hf:<id> in the local cache, or random (untrained tiny SAM, smoke runs)>
@@ -393,6 +397,9 @@ class CameraTaskConfig:
 
     camera_weight: float = 1.0  # weight of the camera loss (joint training)
     lidar_weight: float = 1.0  # weight of the LiDAR loss (joint training)
+    # the camera loss's own terms and class weights (the MultiViT thesis: Lovasz + 3 x focal);
+    # unset (null): the LiDAR loss section `loss`, class weights + background weight 1
+    loss: LossConfig | None = None
     contrastive: Literal["none", "pull", "pull_push"] = "none"  # class-mean feature alignment
     contrastive_weight: float = 0.1
     temperature: float = 0.1  # of the pull_push (InfoNCE) form

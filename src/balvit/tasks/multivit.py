@@ -6,7 +6,8 @@ pseudo-labels (LiDAR labels projected into the image and densified, optionally S
 instance box prompts: data/pseudo_labels/boxes.py).
 
 - `multivit_camera` (camera pretraining): only the camera branch and the shared ViT are trained,
-  loss = CE-or-focal + Lovasz over the pixels (classes + background) against the pseudo-labels.
+  loss = CE-or-focal + Lovasz over the pixels (classes + background) against the pseudo-labels,
+  weighted by `camera_task.loss` (the thesis: Lovasz + 3 x focal) or, unset, by the LiDAR `loss`.
   LiDAR fine-tuning follows as a second run of the `rangevit` model (or `multivit` with the plain
   `segmentation` task) started from this run's checkpoint with `train.init_from`.
 - `multivit_joint`: each sample is a range-image crop and the part of one camera image it overlaps
@@ -137,18 +138,26 @@ class MultiViTCameraTask(Task):
     align = False
     trains_lidar = False
 
-    def __init__(self, model: nn.Module, cfg, labeller: PseudoLabeller, class_weights: torch.Tensor | None = None):
+    def __init__(self, model: nn.Module, cfg, labeller: PseudoLabeller, class_weights: torch.Tensor | None = None,
+                 camera_class_weights: torch.Tensor | None = None):
+        """class_weights: of the LiDAR loss; camera_class_weights: of the camera loss's classes (without
+        background), by default the LiDAR ones; the background class weighs 1."""
         super().__init__(model)
         self.cfg = cfg
         self.loss_cfg = cfg.loss
+        self.camera_loss_cfg = cfg.camera_task.loss or cfg.loss
         self.task_cfg = cfg.camera_task
         self.labeller = labeller
         if class_weights is not None:
             self.register_buffer("class_weights", class_weights.float(), persistent=False)
-            cam_w = torch.cat([class_weights.float(), class_weights.new_ones(1)])  # background weight 1
+        else:
+            self.class_weights = None
+        cam = camera_class_weights if camera_class_weights is not None else class_weights
+        if cam is not None and self.camera_loss_cfg.class_weights != "none":
+            cam_w = torch.cat([cam.float(), cam.new_ones(1).float()])  # background weight 1
             self.register_buffer("camera_weights", cam_w, persistent=False)
         else:
-            self.class_weights = self.camera_weights = None
+            self.camera_weights = None
         if not self.trains_lidar:  # LiDAR-only parts get no gradient here: keep them out of the optimizer
             for module in model.lidar_modules():
                 module.requires_grad_(False)
@@ -159,12 +168,12 @@ class MultiViTCameraTask(Task):
             raise ValueError(f"task {cfg.task} needs the multivit model")
         predictor = build_predictor(cfg.pseudo_labels)
         labeller = PseudoLabeller(trainer.labels, cfg.pseudo_labels, predictor)
-        log.info("camera pseudo-labels: densify radius %d px, box prompts: %s", cfg.pseudo_labels.densify_radius,
-                 getattr(predictor, "name", "none"))
-        weights = None
-        if cfg.loss.class_weights != "none":
-            weights = class_weights_from_counts(trainer.class_counts(), cfg.loss.class_weights)
-        return cls(model, cfg, labeller, weights)
+        log.info("camera pseudo-labels: %s (densify radius %d px), box prompts: %s", cfg.pseudo_labels.labels,
+                 cfg.pseudo_labels.densify_radius, getattr(predictor, "name", "none"))
+        kinds = {"lidar": cfg.loss.class_weights, "camera": (cfg.camera_task.loss or cfg.loss).class_weights}
+        counts = trainer.class_counts() if set(kinds.values()) != {"none"} else None
+        weights = {k: None if kind == "none" else class_weights_from_counts(counts, kind) for k, kind in kinds.items()}
+        return cls(model, cfg, labeller, weights["lidar"], weights["camera"])
 
     def train_dataset(self, trainer):
         return CameraFrames(trainer.train_reader, self.cfg, self.labeller, train=True, seed=self.cfg.train.seed,
@@ -174,7 +183,7 @@ class MultiViTCameraTask(Task):
         images, labels = stack_views(batch)
         out = self.model.forward_camera(images)
         logits = out["logits"].permute(0, 2, 3, 1).reshape(-1, out["logits"].shape[1])
-        terms = segmentation_loss(logits, labels.reshape(-1), self.loss_cfg, self.camera_weights)
+        terms = segmentation_loss(logits, labels.reshape(-1), self.camera_loss_cfg, self.camera_weights)
         return terms["total"], {f"camera_{k}": v for k, v in terms.items() if k != "total"}, {**out, "labels": labels}
 
     def forward(self, batch: dict) -> dict:
