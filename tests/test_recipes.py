@@ -129,7 +129,8 @@ def test_rangevit_nuscenes_augmentation_and_drop_path():
               translate_std=0.0, translate_range=[[-3.0, 3.0], [-5.0, 5.0], [-1.0, 0.0]], translate_prob=0.5,
               tilt_deg=[5.0, 5.0, 5.0], tilt_prob=0.5, crop_width=384)
     assert c.model.rangevit.drop_path == 0.1 and c.data.range.height == 32 and c.data.range.width == 2048
-    assert (c.loss.focal_gamma, c.loss.lovasz_weight) == (2.0, 1.0)
+    assert (c.loss.focal_gamma, c.loss.lovasz_weight, c.loss.class_weights) == (2.0, 1.0, "none")
+    assert c.loss.ce_weight == pytest.approx(0.6931471805599453)  # alpha = log(1 + 1) for every class
     assert (c.train.lr, c.train.weight_decay, c.train.min_lr, c.train.grad_clip) == (0.0002, 0.01, 0.0, 0.0)
 
 
@@ -140,6 +141,8 @@ def test_rangevit_kitti_trains_on_unaugmented_crops_as_the_official_loader_does(
               tilt_deg=[], crop_width=384)
     assert c.model.rangevit.drop_path == 0.1
     assert (c.train.lr, c.train.weight_decay, c.train.min_lr, c.train.grad_clip) == (0.0004, 0.01, 0.0, 0.0)
+    assert (c.loss.focal_gamma, c.loss.ce_weight, c.loss.lovasz_weight) == (2.0, 1.0, 1.0)
+    assert (c.loss.class_weights, c.loss.weight_norm) == ("log_inverse_freq", "points")  # alpha, FocalSoftmaxLoss
 
 
 # --------------------------------------------------------------------------------------- MultiViT

@@ -301,9 +301,13 @@ class LossConfig:
     lovasz_weight: float = 1.0
     focal_gamma: float = 0.0  # 0: plain cross-entropy; >0: focal loss
     # none | inverse_sqrt_freq: 1 / sqrt(f + 1e-3), mean 1 | inverse_cbrt_freq: (max f / f)^(1/3)
-    # (2DPASS / ELiTe, dachr8/ELiTe network/arch_elite.py seg_labelweights); f = the training
-    # frames' label frequencies (losses.class_weights_from_counts)
-    class_weights: Literal["none", "inverse_sqrt_freq", "inverse_cbrt_freq"] = "none"
+    # (2DPASS / ELiTe, dachr8/ELiTe network/arch_elite.py seg_labelweights) | log_inverse_freq:
+    # log(1 + 1 / (f + 1e-3)) (RangeViT's focal alpha on SemanticKITTI, valeoai/rangevit train.py);
+    # f = the training frames' label frequencies (losses.class_weights_from_counts)
+    class_weights: Literal["none", "inverse_sqrt_freq", "inverse_cbrt_freq", "log_inverse_freq"] = "none"
+    # how the class-weighted CE / focal term is averaged: "weights" (sum w_i l_i / sum w_i, PyTorch's
+    # F.cross_entropy) or "points" (sum w_i l_i / N: RangeViT's FocalSoftmaxLoss, utils/optim/focal_softmax.py)
+    weight_norm: Literal["weights", "points"] = "weights"
     label_smoothing: float = 0.0
     aux_weight: float = 0.4  # weight of each auxiliary (range-only / BEV-only) head
 

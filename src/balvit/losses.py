@@ -14,8 +14,10 @@
   distributions (used per student stage by ELiTe / 2DPASS), reduced as ELiTe does (the mean over
   points x classes of PyTorch's `F.kl_div` default, dachr8/ELiTe network/arch_elite.py) or as the
   mean over points of the per-point KL.
-- Class weights from label frequencies f: 1 / sqrt(f + 1e-3) normalised to mean 1, or 2DPASS /
-  ELiTe's (max f / f)^(1/3) (dachr8/ELiTe network/arch_elite.py, `seg_labelweights`).
+- Class weights from label frequencies f: 1 / sqrt(f + 1e-3) normalised to mean 1, 2DPASS /
+  ELiTe's (max f / f)^(1/3) (dachr8/ELiTe network/arch_elite.py, `seg_labelweights`), or RangeViT's
+  log(1 + 1 / (f + 1e-3)) (valeoai/rangevit train.py), applied as a weights-normalised mean or, as
+  RangeViT's FocalSoftmaxLoss, a plain mean over the points (`loss.weight_norm`).
 """
 
 from __future__ import annotations
@@ -29,22 +31,28 @@ from .data.labels import IGNORE
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
-                  gamma: float = 0.0, label_smoothing: float = 0.0) -> torch.Tensor:
-    """logits (N, C), target (N,) with 255 ignored -> scalar (mean over valid points)."""
+                  gamma: float = 0.0, label_smoothing: float = 0.0, weight_norm: str = "weights") -> torch.Tensor:
+    """logits (N, C), target (N,) with 255 ignored -> scalar (mean over valid points); with class
+    weights w the mean is sum w_t l / sum w_t (weight_norm "weights") or sum w_t l / N ("points")."""
     valid = target != IGNORE
     if not bool(valid.any()):
         return logits.sum() * 0.0
     logits, target = logits[valid].float(), target[valid]
-    if gamma <= 0:
+    if gamma <= 0 and weight_norm == "weights":
         return F.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing)
-    logp = F.log_softmax(logits, dim=1)
-    logp_t = logp.gather(1, target[:, None])[:, 0]
-    p_t = logp_t.exp()
-    loss = -((1.0 - p_t) ** gamma) * logp_t
-    if weight is not None:
-        w = weight[target]
-        return (loss * w).sum() / w.sum().clamp_min(1e-12)
-    return loss.mean()
+    if gamma <= 0:
+        loss = F.cross_entropy(logits, target, reduction="none", label_smoothing=label_smoothing)
+    else:
+        logp = F.log_softmax(logits, dim=1)
+        logp_t = logp.gather(1, target[:, None])[:, 0]
+        p_t = logp_t.exp()
+        loss = -((1.0 - p_t) ** gamma) * logp_t
+    if weight is None:
+        return loss.mean()
+    w = weight[target]
+    if weight_norm == "points":
+        return (loss * w).mean()
+    return (loss * w).sum() / w.sum().clamp_min(1e-12)
 
 
 def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -78,6 +86,7 @@ def class_weights_from_counts(counts: np.ndarray, kind: str) -> torch.Tensor | N
     inverse_cbrt_freq -> (max f / f)^(1/3) (2DPASS / ELiTe): 1 for the most frequent class; a class
                          with no labelled point (never a target, so its weight is never used) gets
                          the largest weight of the others instead of infinity
+    log_inverse_freq  -> log(1 + 1 / (f + 1e-3)) (RangeViT's focal alpha on SemanticKITTI), not normalised
     """
     if kind == "none":
         return None
@@ -86,6 +95,8 @@ def class_weights_from_counts(counts: np.ndarray, kind: str) -> torch.Tensor | N
     if kind == "inverse_sqrt_freq":
         w = 1.0 / np.sqrt(freq + 1e-3)
         w = w / w.mean()
+    elif kind == "log_inverse_freq":
+        w = np.log1p(1.0 / (freq + 1e-3))
     elif kind == "inverse_cbrt_freq":
         present = freq > 0
         if not present.any():
@@ -103,7 +114,8 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, cfg: LossConfi
     """CE (or focal) and Lovasz terms, weighted by the config; returns each term and their sum."""
     terms = {}
     if cfg.ce_weight:
-        terms["ce"] = cfg.ce_weight * cross_entropy(logits, target, weight, cfg.focal_gamma, cfg.label_smoothing)
+        terms["ce"] = cfg.ce_weight * cross_entropy(logits, target, weight, cfg.focal_gamma, cfg.label_smoothing,
+                                                    cfg.weight_norm)
     if cfg.lovasz_weight:
         terms["lovasz"] = cfg.lovasz_weight * lovasz_softmax(logits, target)
     terms["total"] = sum(terms.values()) if terms else logits.sum() * 0.0
