@@ -234,3 +234,18 @@ def test_mixing_config_errors_are_clear():
     labels_ignored.scans[0][1][:] = 0  # unlabelled raw id: everything ignore
     pts, lab = load_labelled(labels_ignored, 0, 1.0)
     assert np.all(lab == IGNORE)
+
+
+def test_mixed_samples_with_a_range_view_crop_stay_consistent():
+    """A range-view model's training crop after mixing: every kept point projects into the crop, each
+    pixel's index points back at a point of that pixel, and the kept original points keep their labels."""
+    reader = StreetScans()
+    cfg = data_cfg("data.augment.mix.polarmix=true", "data.augment.mix.cutmix=true", "data.augment.crop_width=128")
+    s = SegmentationDataset(reader, cfg, train=True, seed=1)[(0, 2)]
+    assert s["rv"].shape[-1] == 128 and (s["rv_rc"][:, 1] < 128).all()
+    idx = s["rv_index"]
+    rows, cols = torch.nonzero(idx >= 0, as_tuple=True)
+    assert torch.equal(s["rv_rc"][idx[rows, cols]], torch.stack([rows, cols], 1))
+    kept = s["point_index"] >= 0
+    orig, orig_lab = load_labelled(reader, 0, 1.0)
+    assert np.array_equal(s["labels"][kept].numpy(), orig_lab[s["point_index"][kept].numpy()])
