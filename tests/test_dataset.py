@@ -103,3 +103,68 @@ def test_stream_sampler_is_resumable_and_disjoint_across_ranks():
         merged += r0.keys(step) + r1.keys(step)
     single = [k for s in range(5) for k in StreamSampler(5, 2, seed=3).keys(s)]
     assert merged == single
+
+
+def _aug(**fields):
+    from balvit.config import AugmentConfig
+
+    return AugmentConfig(**{"rotate": False, "flip": False, "scale": [1.0, 1.0], "translate_std": 0.0, **fields})
+
+
+def test_default_augmentation_draws_are_unchanged_by_the_optional_fields():
+    """With the optional fields at their defaults, augment_points is the rotation / flip / scale /
+    Gaussian shift of the fixed draw order (angle, 2 flips, scale, 3 normals), and the generator
+    ends where it did (the crop and sampling draws after it are unchanged)."""
+    from balvit.config import AugmentConfig
+    from balvit.data.transforms import augment_points
+
+    pts = np.random.default_rng(0).normal(0, 10, (50, 4)).astype(np.float32)
+    cfg = AugmentConfig()
+    rng, ref = np.random.default_rng(5), np.random.default_rng(5)
+    out = augment_points(pts, rng, cfg)
+    angle, flips = ref.uniform(-np.pi, np.pi), ref.integers(0, 2, size=2)
+    scale, shift = ref.uniform(*cfg.scale), ref.normal(0.0, 1.0, size=3) * cfg.translate_std
+    c, s = np.cos(angle), np.sin(angle)
+    xyz = pts[:, :3].astype(np.float64)
+    xyz[:, :2] = xyz[:, :2] @ np.array([[c, s], [-s, c]])
+    xyz[:, :2] *= np.where(flips == 1, -1.0, 1.0)
+    assert np.array_equal(out[:, :3], (xyz * scale + shift).astype(np.float32))
+    assert rng.random() == ref.random()
+
+
+def test_one_axis_and_single_axis_flips():
+    from balvit.data.transforms import augment_points
+
+    pts = np.array([[1.0, 2.0, 3.0, 0.5]], dtype=np.float32)
+    seen = {"one_axis": set(), "x": set(), "y": set()}
+    for mode in seen:
+        for seed in range(300):
+            out = augment_points(pts, np.random.default_rng(seed), _aug(flip=True, flip_mode=mode, flip_prob=2 / 3))
+            seen[mode].add(tuple(out[0, :3].tolist()))
+    assert seen["one_axis"] == {(1, 2, 3), (-1, 2, 3), (1, -2, 3)}  # x or y, never both (WaffleIron FlipXY)
+    assert seen["x"] == {(1, 2, 3), (-1, 2, 3)} and seen["y"] == {(1, 2, 3), (1, -2, 3)}
+    flipped = sum(augment_points(pts, np.random.default_rng(k), _aug(flip=True, flip_mode="one_axis",
+                                                                     flip_prob=2 / 3))[0, 0] < 0 for k in range(3000))
+    assert abs(flipped / 3000 - 1 / 3) < 0.03  # x flipped in a third of the draws (2/3 x 1/2)
+
+
+def test_uniform_translation_and_tilt_follow_rangevit_with_their_probabilities():
+    """translate_range / translate_prob and tilt_deg / tilt_prob (valeoai/rangevit augmentor.py): each
+    axis moved by U(lo, hi) with its probability; roll / pitch / yaw by U(-a, a), composed as scipy's
+    from_euler('zyx', [yaw, pitch, roll]); distances to the origin are kept by the tilt alone."""
+    from balvit.data.transforms import augment_points
+
+    pts = np.random.default_rng(1).normal(0, 5, (40, 4)).astype(np.float32)
+    box = [[-5.0, 5.0], [-3.0, 3.0], [-1.0, 0.0]]
+    shifts = np.array([augment_points(pts, np.random.default_rng(k), _aug(translate_range=box, translate_prob=0.5))[0, :3]
+                       - pts[0, :3] for k in range(2000)])
+    for axis, (lo, hi) in enumerate(box):
+        moved = np.abs(shifts[:, axis]) > 1e-6
+        assert abs(moved.mean() - 0.5) < 0.05
+        assert shifts[moved, axis].min() >= lo - 1e-5 and shifts[moved, axis].max() <= hi + 1e-5
+    tilted = augment_points(pts, np.random.default_rng(3), _aug(tilt_deg=[5.0, 5.0, 5.0], tilt_prob=1.0))
+    assert np.allclose(np.linalg.norm(tilted[:, :3], axis=1), np.linalg.norm(pts[:, :3], axis=1), atol=1e-4)
+    cos = (tilted[:, :3] * pts[:, :3]).sum(1) / np.linalg.norm(pts[:, :3], axis=1) ** 2
+    assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() < 5 * np.sqrt(3) + 1e-3  # three rotations of <= 5 deg
+    assert not np.allclose(tilted, pts)
+    assert np.array_equal(augment_points(pts, np.random.default_rng(3), _aug(tilt_deg=[5.0, 5.0, 5.0], tilt_prob=0.0)), pts)

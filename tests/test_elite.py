@@ -199,6 +199,50 @@ def test_ppmskd_stage_kd_terms_vanish_when_every_stage_matches_its_teacher_head(
     assert grad[visible].abs().sum() > 0 and torch.count_nonzero(grad[~visible]) == 0  # KD only where seen
 
 
+def test_kd_weight_is_the_official_lambda_xm_over_stages_times_the_mean_over_points_and_classes():
+    """ELiTe (dachr8/ELiTe network/arch_elite.py PPMSKD): per stage F.kl_div(log_softmax(s),
+    softmax(t)) with PyTorch's default 'mean' (over points x classes) x lambda_xm / num_scales.
+    The task's distillation term, computed by hand in float64, for kd_form=official and per_point."""
+    from balvit.tasks.elite import ELiTeStudentTask
+
+    torch.manual_seed(0)
+    teacher = build_model(teacher_cfg(*TINY_SAM), 19)
+    g = torch.Generator().manual_seed(4)
+    n, h, w = 40, 40, 130
+    uv = torch.stack([torch.rand(n, generator=g) * (w - 1), torch.rand(n, generator=g) * (h - 1)], 1)
+    valid = torch.rand(n, generator=g) < 0.6
+    image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+    batch = {"points": torch.randn(n, 4, generator=g), "offsets": torch.tensor([0, n]),
+             "labels": torch.randint(0, 19, (n,), generator=g), "index": torch.tensor([0]),
+             "cameras": [[{"image": image, "uv": uv, "valid": valid}]]}
+    aux = {f"stage{s + 1}": torch.randn(n, 19, generator=g) * 2 for s in range(4)}
+    final = torch.randn(n, 19, generator=g)
+
+    def loss_of(*overrides):  # segmentation terms off: the loss is the distillation term alone
+        scfg = load_config(STUDENT, [*SMALL_STUDENT, "loss.ce_weight=0", "loss.lovasz_weight=0",
+                                     "elite.stage_weight=0", *overrides])
+        task = ELiTeStudentTask(build_model(scfg, 19), teacher, scfg)
+        task.model.forward = lambda _b: {"logits": final.clone().requires_grad_(),
+                                         "aux": {k: v.clone().requires_grad_() for k, v in aux.items()}}
+        return task, task(batch)["loss"].item()
+
+    task, official = loss_of()  # the default
+    assert task.el.kd_form == "official" and task.el.kd_weight == 0.05
+    _, per_point = loss_of("elite.kd_form=per_point")
+    with torch.no_grad():
+        heads, visible = teacher.point_logits(batch, teacher.forward_images([image]))
+    elements = points = 0.0
+    for s, k in enumerate(task.pairs):
+        p_t = torch.softmax(heads[k][visible].double(), 1).numpy()
+        log_p_s = torch.log_softmax(aux[f"stage{s + 1}"][visible].double(), 1).numpy()
+        kl = p_t * (np.log(p_t) - log_p_s)  # (V, 19)
+        elements += 0.05 / 4 * kl.sum() / kl.size  # lambda_xm / num_scales x F.kl_div(..., 'mean')
+        points += 0.05 * kl.sum(1).mean()
+    assert official == pytest.approx(elements, rel=1e-5)
+    assert per_point == pytest.approx(points, rel=1e-5)
+    assert per_point / official == pytest.approx(4 * 19, rel=1e-4)  # S x C: the earlier form's excess
+
+
 def test_student_stages_pair_with_teacher_heads_of_the_same_depth():
     assert stage_pairs(4, 3) == [2, 1, 1, 0]  # finest stage <-> finest head, coarsest <-> coarsest
     assert stage_pairs(4, 1) == [0, 0, 0, 0]

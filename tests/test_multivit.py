@@ -129,8 +129,9 @@ class Recorder(HullPredictor):
         return super().predict(image, boxes, points)
 
 
-def test_box_prompts_ignore_boxes_mostly_outside_and_drop_occluded_ones():
-    # camera looking along lidar +x: u = 32 - 50 y / x, v = 16 - 50 z / x (64 x 32 image)
+def _car_scene():
+    """A camera looking along lidar +x (u = 32 - 50 y / x, v = 16 - 50 z / x, 64 x 32 image) and
+    three cars (instances 1-3: centred, hidden behind the first, mostly right of the image) on a road."""
     T = np.eye(4)
     T[:3, :3] = [[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]]
     cam = CameraFrame("cam", None, np.array([[50.0, 0, 32], [0, 50.0, 16], [0, 0, 1]]), T, 64, 32)
@@ -143,6 +144,11 @@ def test_box_prompts_ignore_boxes_mostly_outside_and_drop_occluded_ones():
     labels = np.concatenate([np.zeros(len(near) + len(behind) + len(side)), np.full(len(road), 8)]).astype(np.int64)
     inst = np.concatenate([np.full(len(near), 1), np.full(len(behind), 2), np.full(len(side), 3),
                            np.zeros(len(road))]).astype(np.int64)
+    return cam, T, xyz, labels, inst
+
+
+def test_box_prompts_ignore_boxes_mostly_outside_and_drop_occluded_ones():
+    cam, T, xyz, labels, inst = _car_scene()
     cfg = PseudoLabelConfig(method="boxes", densify_radius=2, occlusion_ratio=1.3, min_cluster_points=5)
     recorder = Recorder()
     painter = InstancePainter(semantickitti_labels(), cfg, recorder)
@@ -159,6 +165,47 @@ def test_box_prompts_ignore_boxes_mostly_outside_and_drop_occluded_ones():
     assert (out[14:19, 28:36] == 0).all()  # the near car
     assert (out[0:10] == 19).all()  # no LiDAR evidence above the objects: background
     assert (out[28:32, 10:20] == 8).all()  # the road below
+
+
+def test_box_mask_labels_hold_only_thing_masks_on_background():
+    """pseudo_labels.method=box_masks (the MultiViT thesis' camera labels): the prompted thing's mask,
+    the ignore part of a box mostly outside the image, and background everywhere else (the road too)."""
+    cam, T, xyz, labels, inst = _car_scene()
+    cfg = PseudoLabelConfig(method="box_masks", min_cluster_points=5)
+    labeller = PseudoLabels(cfg, semantickitti_labels(), background=19, box_predictor=Recorder())
+    out = labeller.compute(cam, np.zeros((32, 64, 3), dtype=np.uint8), xyz, labels, inst)
+    assert (out[14:19, 28:36] == 0).all() and (out[14:19, 59:64] == IGNORE).all()
+    assert (out[28:32, 10:20] == 19).all() and (out[0:10] == 19).all()  # road and sky: background
+    assert set(np.unique(out).tolist()) == {0, 19, IGNORE}
+    boxes = PseudoLabels(PseudoLabelConfig(method="boxes", min_cluster_points=5), semantickitti_labels(), background=19)
+    assert labeller.key != boxes.key  # their cached images never mix
+    with pytest.raises(ConfigError, match="box_predictor"):
+        PseudoLabels(PseudoLabelConfig(method="box_masks", box_predictor="none"), semantickitti_labels())
+
+
+def test_camera_loss_has_its_own_terms_and_weights(syn):
+    """camera_task.loss (the thesis: Lovasz + 3 x focal) weighs the camera loss; unset, the LiDAR loss."""
+    from balvit.losses import segmentation_loss
+    from balvit.tasks.multivit import MultiViTCameraTask
+
+    cam_loss = ["camera_task.loss={ce_weight: 3.0, focal_gamma: 2.0, lovasz_weight: 1.0, class_weights: none}"]
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 32, 96), dtype=torch.uint8, generator=g)
+    label = torch.randint(0, 20, (32, 96), generator=g)
+    batch = {"cameras": [[{"image": image, "label": label}]]}
+    for overrides, expect in ((cam_loss, None), ([], "lidar")):
+        cfg = tiny(syn, *overrides)
+        torch.manual_seed(0)
+        model = build_model(cfg, 19).eval()
+        task = MultiViTCameraTask(model, cfg, PseudoLabels(cfg.pseudo_labels, semantickitti_labels(), background=19))
+        loss, terms, out = task.camera_loss(batch)
+        logits = out["logits"].permute(0, 2, 3, 1).reshape(-1, 20)
+        want = segmentation_loss(logits, label.reshape(-1), cfg.loss if expect else cfg.camera_task.loss)
+        assert loss.item() == pytest.approx(want["total"].item(), rel=1e-6)
+        if not expect:
+            from balvit.losses import cross_entropy
+            assert terms["camera_ce"].item() == pytest.approx(3 * cross_entropy(logits, label.reshape(-1), gamma=2.0).item(),
+                                                              rel=1e-6)
 
 
 def tiny_sam():

@@ -33,6 +33,34 @@ def test_trainable_backbone_option_of_the_foundation_module():
     assert not any(p.requires_grad for p in frozen.parameters())
 
 
+def test_drop_path_rises_linearly_over_the_blocks_and_only_acts_in_training():
+    """RangeViT's ViT (valeoai/rangevit models/rangevit.py): drop_path_rate 0.1 over torch.linspace(0,
+    rate, n_layers); model.rangevit.drop_path sets it; eval mode is unchanged."""
+    from balvit.models.vit import DropPath
+
+    torch.manual_seed(0)
+    plain, dropped = FoundationViT("tiny", trainable=True), FoundationViT("tiny", trainable=True)
+    dropped.load_state_dict(plain.state_dict())
+    dropped.set_drop_path(0.1)
+    rates = [getattr(b.drop_path, "p", 0.0) for b in dropped._hf_blocks()]
+    assert rates == pytest.approx(torch.linspace(0, 0.1, dropped.depth).tolist())
+    assert isinstance(dropped._hf_blocks()[-1].drop_path, DropPath)
+    x = torch.randn(8, 1 + 6, 48)
+    plain.eval(), dropped.eval()
+    assert torch.equal(plain.run_blocks(x, 0, 2, (2, 3)), dropped.run_blocks(x, 0, 2, (2, 3)))
+    dropped.train()
+    torch.manual_seed(1)
+    a = dropped.run_blocks(x, 0, 2, (2, 3))
+    torch.manual_seed(2)
+    b = dropped.run_blocks(x, 0, 2, (2, 3))
+    assert not torch.equal(a, b)  # stochastic in training
+    with pytest.raises(ValueError, match="trainable"):
+        FoundationViT("tiny").set_drop_path(0.1)
+    model = build_model(cfg_of("model.rangevit.drop_path=0.1"), 19)
+    assert getattr(model.backbone._hf_blocks()[-1].drop_path, "p", 0) == pytest.approx(0.1)
+    assert isinstance(build_model(cfg_of(), 19).backbone._hf_blocks()[-1].drop_path, nn.Identity)  # default: off
+
+
 def test_forward_backward_every_trainable_parameter_gets_a_gradient_vit_included():
     cfg = cfg_of()
     torch.manual_seed(0)

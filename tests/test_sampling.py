@@ -117,3 +117,20 @@ def test_with_a_crop_the_cap_counts_the_points_of_the_crop():
     assert (s["rv_rc"][:, 1] < 32).all() and (s["rv_index"] >= 0).sum() > 0
     shown = s["rv_index"][s["rv_rc"][:, 0], s["rv_rc"][:, 1]]
     assert (shown >= 0).all()  # each pixel holding a point shows a point of the sample
+
+
+def test_nearest_cap_keeps_a_ball_around_a_random_point():
+    """data.sampling.cap=nearest (WaffleIron / ScaLR LimitNumPoints(random=True)): the kept points are
+    the max_points nearest to one of them; the random cap keeps points from all over the scan."""
+    from balvit.data.sampling import cap_points
+
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(-50, 50, (5000, 3))
+    keep = cap_points(len(xyz), 300, np.random.default_rng(1), xyz)
+    assert len(keep) == 300 and np.all(np.diff(keep) > 0)
+    centre = xyz[np.random.default_rng(1).integers(len(xyz))]  # the same draw
+    dist = np.linalg.norm(xyz - centre, axis=1)
+    assert dist[keep].max() <= np.sort(dist)[299] + 1e-12  # exactly the 300 nearest
+    spread = cap_points(len(xyz), 300, np.random.default_rng(1))
+    assert np.linalg.norm(xyz[spread] - centre, axis=1).max() > 2 * dist[keep].max()
+    assert np.array_equal(cap_points(200, 300, rng, xyz[:200]), np.arange(200))  # under the cap: all

@@ -76,15 +76,50 @@ class BEVConfig:
 
 
 @dataclass
+class MixConfig:
+    """Scan-mixing augmentation (data/mixing.py), training only, off by default: WaffleIron's
+    instance CutMix and PolarMix (valeoai/WaffleIron datasets/semantic_kitti.py, `instance_cutmix`).
+    Classes are named as in the dataset's label file; the defaults are WaffleIron's SemanticKITTI ones."""
+
+    polarmix: bool = False  # swap a 180 deg azimuth sector with another training scan, paste its instances x 3
+    cutmix: bool = False  # paste instances of `classes` from the training set's instance bank on the ground
+    classes: list[str] = field(default_factory=lambda: ["bicycle", "motorcycle", "other-vehicle", "person", "bicyclist"])
+    ground_classes: list[str] = field(default_factory=lambda: ["road", "parking", "sidewalk"])
+    polarmix_prob: float = 0.5  # probability of the sector swap (the instance paste always happens)
+    max_instances: int = 40  # cutmix: per class, uniform 0 .. max_instances - 1 pasted instances
+    min_instance_points: int = 6  # instances with fewer points are not banked (WaffleIron: more than 5)
+    # instances: the reader's instance ids where it has them (SemanticKITTI), else connected
+    # components of class points closer than this (metres)
+    cluster_radius: float = 0.5
+
+
+@dataclass
 class AugmentConfig:
-    """Training-time augmentation; every draw is seeded by (seed, epoch, frame index)."""
+    """Training-time augmentation; every draw is seeded by (seed, epoch, frame index).
+
+    Order: mixing (`mix`), rotation about z, flip, scale, Gaussian translation, uniform translation,
+    tilt (roll / pitch / yaw), range-image crop. The options after `crop_width` are off by default."""
 
     enabled: bool = True
     rotate: bool = True  # uniform rotation about z
-    flip: bool = True  # random flips of x and/or y
+    flip: bool = True  # random flips (flip_mode)
     scale: list[float] = field(default_factory=lambda: [0.95, 1.05])  # uniform isotropic scaling
     translate_std: float = 0.1  # metres, Gaussian translation in x, y, z
     crop_width: int = 0  # random width crop of the range image (0: full width)
+    # xy: x and y each flipped with probability 0.5; one_axis: with probability flip_prob, one of x / y
+    # (equally likely; WaffleIron utils/transforms.py FlipXY in RandomApply(p=2/3)); x / y: that axis
+    # with probability flip_prob (RangeViT config_*.yaml p_flipy)
+    flip_mode: Literal["xy", "one_axis", "x", "y"] = "xy"
+    flip_prob: float = 0.5  # flip_mode one_axis / x / y
+    # uniform translation [[x_lo, x_hi], [y_lo, y_hi], [z_lo, z_hi]] metres, each axis moved with
+    # probability translate_prob (RangeViT dataset/preprocess/augmentor.py); empty: off
+    translate_range: list[list[float]] = field(default_factory=list)
+    translate_prob: float = 1.0
+    # [roll, pitch, yaw] degrees: each angle uniform in +-tilt_deg[k] with probability tilt_prob,
+    # R = scipy Rotation.from_euler("zyx", [yaw, pitch, roll]) (RangeViT augmentor.py); empty: off
+    tilt_deg: list[float] = field(default_factory=list)
+    tilt_prob: float = 1.0
+    mix: MixConfig = field(default_factory=MixConfig)
 
 
 @dataclass
@@ -100,6 +135,9 @@ class PointSamplingConfig:
 
     voxel_size: float = 0.0  # metres (0: no voxel down-sampling)
     max_points: int = 0  # training only: cap on points per scan after voxelisation (0: no cap)
+    # how the cap picks: random (a random subset) | nearest (the max_points points nearest to a random
+    # point of the scan: WaffleIron / ScaLR's LimitNumPoints(random=True))
+    cap: Literal["random", "nearest"] = "random"
     neighbors: int = 0  # k nearest neighbours per kept point, computed in the loader (0: none)
 
 
@@ -169,7 +207,14 @@ class LossConfig:
     ce_weight: float = 1.0
     lovasz_weight: float = 1.0
     focal_gamma: float = 0.0  # 0: plain cross-entropy; >0: focal loss
-    class_weights: Literal["none", "inverse_sqrt_freq"] = "none"
+    # none | inverse_sqrt_freq: 1 / sqrt(f + 1e-3), mean 1 | inverse_cbrt_freq: (max f / f)^(1/3)
+    # (2DPASS / ELiTe, dachr8/ELiTe network/arch_elite.py seg_labelweights) | log_inverse_freq:
+    # log(1 + 1 / (f + 1e-3)) (RangeViT's focal alpha on SemanticKITTI, valeoai/rangevit train.py);
+    # f = the training frames' label frequencies (losses.class_weights_from_counts)
+    class_weights: Literal["none", "inverse_sqrt_freq", "inverse_cbrt_freq", "log_inverse_freq"] = "none"
+    # how the class-weighted CE / focal term is averaged: "weights" (sum w_i l_i / sum w_i, PyTorch's
+    # F.cross_entropy) or "points" (sum w_i l_i / N: RangeViT's FocalSoftmaxLoss, utils/optim/focal_softmax.py)
+    weight_norm: Literal["weights", "points"] = "weights"
     label_smoothing: float = 0.0
     aux_weight: float = 0.4  # weight of each auxiliary (range-only / BEV-only) head
 
@@ -181,6 +226,9 @@ class TrainConfig:
     lr: float = 2e-4
     min_lr: float = 1e-6
     weight_decay: float = 0.01
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # see engine/optim.py
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
     warmup_steps: int = 500
     grad_clip: float = 1.0  # max gradient norm (0: off)
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
@@ -446,7 +494,8 @@ def _positive(value: float, key: str, zero_ok: bool = False) -> None:
         raise ConfigError(f"{key} must be {'>= 0' if zero_ok else '> 0'}, got {value}")
 
 
-def check_shared(data: DataConfig, loss: LossConfig, train: TrainConfig, evaluation: EvalConfig) -> None:
+def check_shared(data: DataConfig, loss: LossConfig, train: TrainConfig, evaluation: EvalConfig,
+                 task: str = "segmentation") -> None:
     """Cross-field and range checks of the shared sections (the model's and task's come from them)."""
     rv = data.range
     if rv.height <= 0 or rv.width <= 0:
@@ -476,6 +525,7 @@ def check_shared(data: DataConfig, loss: LossConfig, train: TrainConfig, evaluat
     if aug.crop_width < 0 or aug.crop_width > rv.width:
         raise ConfigError(f"data.augment.crop_width must be in 0..data.range.width ({rv.width}), got {aug.crop_width}")
     _positive(aug.translate_std, "data.augment.translate_std", zero_ok=True)
+    check_augment(data, task)
     sp = data.sampling
     if sp.voxel_size < 0 or sp.max_points < 0 or sp.neighbors < 0:
         raise ConfigError("data.sampling.voxel_size, max_points and neighbors must be >= 0")
@@ -492,7 +542,33 @@ def check_shared(data: DataConfig, loss: LossConfig, train: TrainConfig, evaluat
     _positive(t.warmup_steps, "train.warmup_steps", zero_ok=True)
     _positive(t.grad_clip, "train.grad_clip", zero_ok=True)
     _positive(t.weight_decay, "train.weight_decay", zero_ok=True)
+    if t.optimizer == "sgd" and (not 0 <= t.momentum < 1 or (t.nesterov and t.momentum == 0)):
+        raise ConfigError(f"train.momentum must be in [0, 1) (and > 0 with train.nesterov), got {t.momentum}")
     if not 0 <= t.min_lr <= t.lr:
         raise ConfigError(f"train.min_lr must be in [0, train.lr ({t.lr})], got {t.min_lr}")
     _positive(evaluation.batch_size, "eval.batch_size")
     _positive(evaluation.pictures, "eval.pictures", zero_ok=True)
+
+
+def check_augment(data: DataConfig, task: str) -> None:
+    """The optional augmentation fields (flip probabilities, uniform translation, tilt, mixing)."""
+    aug = data.augment
+    for name in ("flip_prob", "translate_prob", "tilt_prob"):
+        if not 0 <= getattr(aug, name) <= 1:
+            raise ConfigError(f"data.augment.{name} is a probability in [0, 1], got {getattr(aug, name)}")
+    if aug.translate_range and (len(aug.translate_range) != 3 or any(len(r) != 2 or r[0] > r[1] for r in aug.translate_range)):
+        raise ConfigError("data.augment.translate_range must be [[x_lo, x_hi], [y_lo, y_hi], [z_lo, z_hi]] with lo <= hi, "
+                          f"got {aug.translate_range}")
+    if aug.tilt_deg and (len(aug.tilt_deg) != 3 or min(aug.tilt_deg) < 0):
+        raise ConfigError(f"data.augment.tilt_deg must be [roll, pitch, yaw] >= 0 degrees, got {aug.tilt_deg}")
+    mix = aug.mix
+    if mix.polarmix or mix.cutmix:
+        if not 0 <= mix.polarmix_prob <= 1 or mix.max_instances < 1 or mix.min_instance_points < 1 or mix.cluster_radius <= 0:
+            raise ConfigError("data.augment.mix needs polarmix_prob in [0, 1], max_instances >= 1, "
+                              "min_instance_points >= 1 and cluster_radius > 0")
+        if not mix.classes or (mix.cutmix and not mix.ground_classes):
+            raise ConfigError("data.augment.mix needs classes (and ground_classes for cutmix)")
+        camera_tasks = ("distill", "multivit_camera", "multivit_joint", "elite_teacher", "elite_student")
+        if data.cameras or task in camera_tasks:
+            raise ConfigError(f"data.augment.mix (polarmix / cutmix) cannot be used with camera views (task {task}, "
+                              "data.cameras): points pasted from other scans have no pixel in this frame's images")

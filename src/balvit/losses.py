@@ -11,7 +11,13 @@
   class's mean in one modality is the positive of the same class in the other, the other classes'
   means are negatives), symmetrised.
 - Logit distillation (Hinton et al., 2015): KL(teacher || student) of temperature-softened class
-  distributions (used per student stage by ELiTe / 2DPASS).
+  distributions (used per student stage by ELiTe / 2DPASS), reduced as ELiTe does (the mean over
+  points x classes of PyTorch's `F.kl_div` default, dachr8/ELiTe network/arch_elite.py) or as the
+  mean over points of the per-point KL.
+- Class weights from label frequencies f: 1 / sqrt(f + 1e-3) normalised to mean 1, 2DPASS /
+  ELiTe's (max f / f)^(1/3) (dachr8/ELiTe network/arch_elite.py, `seg_labelweights`), or RangeViT's
+  log(1 + 1 / (f + 1e-3)) (valeoai/rangevit train.py), applied as a weights-normalised mean or, as
+  RangeViT's FocalSoftmaxLoss, a plain mean over the points (`loss.weight_norm`).
 """
 
 from __future__ import annotations
@@ -25,22 +31,28 @@ from .data.labels import IGNORE
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
-                  gamma: float = 0.0, label_smoothing: float = 0.0) -> torch.Tensor:
-    """logits (N, C), target (N,) with 255 ignored -> scalar (mean over valid points)."""
+                  gamma: float = 0.0, label_smoothing: float = 0.0, weight_norm: str = "weights") -> torch.Tensor:
+    """logits (N, C), target (N,) with 255 ignored -> scalar (mean over valid points); with class
+    weights w the mean is sum w_t l / sum w_t (weight_norm "weights") or sum w_t l / N ("points")."""
     valid = target != IGNORE
     if not bool(valid.any()):
         return logits.sum() * 0.0
     logits, target = logits[valid].float(), target[valid]
-    if gamma <= 0:
+    if gamma <= 0 and weight_norm == "weights":
         return F.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing)
-    logp = F.log_softmax(logits, dim=1)
-    logp_t = logp.gather(1, target[:, None])[:, 0]
-    p_t = logp_t.exp()
-    loss = -((1.0 - p_t) ** gamma) * logp_t
-    if weight is not None:
-        w = weight[target]
-        return (loss * w).sum() / w.sum().clamp_min(1e-12)
-    return loss.mean()
+    if gamma <= 0:
+        loss = F.cross_entropy(logits, target, reduction="none", label_smoothing=label_smoothing)
+    else:
+        logp = F.log_softmax(logits, dim=1)
+        logp_t = logp.gather(1, target[:, None])[:, 0]
+        p_t = logp_t.exp()
+        loss = -((1.0 - p_t) ** gamma) * logp_t
+    if weight is None:
+        return loss.mean()
+    w = weight[target]
+    if weight_norm == "points":
+        return (loss * w).mean()
+    return (loss * w).sum() / w.sum().clamp_min(1e-12)
 
 
 def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -67,13 +79,33 @@ def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def class_weights_from_counts(counts: np.ndarray, kind: str) -> torch.Tensor | None:
-    """Per-class weights from labelled point counts: 'none' or 'inverse_sqrt_freq' (mean 1)."""
+    """Per-class weights from labelled point counts, f = counts / sum(counts):
+
+    none              -> None
+    inverse_sqrt_freq -> 1 / sqrt(f + 1e-3), normalised to mean 1
+    inverse_cbrt_freq -> (max f / f)^(1/3) (2DPASS / ELiTe): 1 for the most frequent class; a class
+                         with no labelled point (never a target, so its weight is never used) gets
+                         the largest weight of the others instead of infinity
+    log_inverse_freq  -> log(1 + 1 / (f + 1e-3)) (RangeViT's focal alpha on SemanticKITTI), not normalised
+    """
     if kind == "none":
         return None
     freq = np.asarray(counts, dtype=np.float64)
     freq = freq / max(freq.sum(), 1.0)
-    w = 1.0 / np.sqrt(freq + 1e-3)
-    w = w / w.mean()
+    if kind == "inverse_sqrt_freq":
+        w = 1.0 / np.sqrt(freq + 1e-3)
+        w = w / w.mean()
+    elif kind == "log_inverse_freq":
+        w = np.log1p(1.0 / (freq + 1e-3))
+    elif kind == "inverse_cbrt_freq":
+        present = freq > 0
+        if not present.any():
+            raise ValueError("inverse_cbrt_freq class weights need at least one labelled point")
+        w = np.ones_like(freq)
+        w[present] = np.cbrt(freq.max() / freq[present])
+        w[~present] = w[present].max()
+    else:
+        raise ValueError(f"unknown class weight kind {kind!r}")
     return torch.tensor(w, dtype=torch.float32)
 
 
@@ -82,7 +114,8 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, cfg: LossConfi
     """CE (or focal) and Lovasz terms, weighted by the config; returns each term and their sum."""
     terms = {}
     if cfg.ce_weight:
-        terms["ce"] = cfg.ce_weight * cross_entropy(logits, target, weight, cfg.focal_gamma, cfg.label_smoothing)
+        terms["ce"] = cfg.ce_weight * cross_entropy(logits, target, weight, cfg.focal_gamma, cfg.label_smoothing,
+                                                    cfg.weight_norm)
     if cfg.lovasz_weight:
         terms["lovasz"] = cfg.lovasz_weight * lovasz_softmax(logits, target)
     terms["total"] = sum(terms.values()) if terms else logits.sum() * 0.0
@@ -136,13 +169,24 @@ def class_mean_contrastive(a: torch.Tensor, a_present: torch.Tensor, b: torch.Te
     raise ValueError(f"unknown contrastive mode {mode!r}")
 
 
-def kl_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """student, teacher (N, C) logits -> T^2 * mean over points of KL(softmax(t / T) || softmax(s / T)),
-    summed over classes; the teacher is detached; 0 for N = 0."""
+def kl_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
+                    reduction: str = "points") -> torch.Tensor:
+    """student, teacher (N, C) logits -> T^2 x the KL(softmax(t / T) || softmax(s / T)) terms
+    p_t (log p_t - log p_s), reduced:
+
+    "points":   sum over classes, mean over points (the per-point KL divergence)
+    "elements": mean over points x classes, = "points" / C: what ELiTe's
+                F.kl_div(F.log_softmax(s), F.softmax(t)) computes with PyTorch's default 'mean'
+
+    The teacher is detached; 0 for N = 0."""
     if student.shape[0] == 0:
         return student.sum() * 0.0
     t = float(temperature)
     log_p_s = F.log_softmax(student.float() / t, dim=1)
     log_p_t = F.log_softmax(teacher.detach().float() / t, dim=1)
-    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
-    return kl.mean() * t * t
+    kl = log_p_t.exp() * (log_p_t - log_p_s)  # (N, C)
+    if reduction == "points":
+        return kl.sum(1).mean() * t * t
+    if reduction == "elements":
+        return kl.mean() * t * t
+    raise ValueError(f"unknown KL reduction {reduction!r}")

@@ -50,7 +50,7 @@ def validate(cfg: Config) -> None:
     """Cross-field checks that types alone cannot express: shared sections, the model's, the task's."""
     if cfg.task not in TASKS:
         raise ConfigError(f"config key 'task' must be one of {list(TASKS)}, got {cfg.task!r}")
-    check_shared(cfg.data, cfg.loss, cfg.train, cfg.eval)
+    check_shared(cfg.data, cfg.loss, cfg.train, cfg.eval, cfg.task)
     check_model_config(cfg)
     TASKS[cfg.task].check_config(cfg)
 

@@ -3,7 +3,8 @@
 A sample (all torch tensors unless noted):
     points       (N, 4) float32   x, y, z (augmented in training), intensity * intensity_scale
     labels       (N,)   int64     train ids, 255 = ignore (all 255 for unlabelled splits)
-    point_index  (N,)   int64     index of each point in the original scan (crops drop points)
+    point_index  (N,)   int64     index of each point in the original scan (crops drop points); -1 for
+                                  points pasted from other scans by data.augment.mix (training only)
     rv           (6, H, W) float32 range, x, y, z, intensity normalised by data.range.mean/std, mask
     rv_rc        (N, 2) int64     (row, col) of every point in `rv`
     rv_index     (H, W) int64     point shown by each pixel, -1 where empty
@@ -40,7 +41,8 @@ from .labels import IGNORE
 from .mixed import MixedDataset
 from .projection import polar_cells, range_image
 from .sampling import cap_points, point_subset, voxel_subsample
-from .transforms import augment_points, crop_start, sample_rng
+from .mixing import build_mixer
+from .transforms import augment_points, crop_start, mix_rng, sample_rng
 from .views import CameraViews
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,7 @@ class SegmentationDataset(Dataset):
         self.views = views
         self.mean = np.asarray(cfg.range.mean, dtype=np.float32)[:, None, None]
         self.std = np.asarray(cfg.range.std, dtype=np.float32)[:, None, None]
+        self.mixer = build_mixer(reader, cfg, train)  # CutMix / PolarMix (data/mixing.py); None when off
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -150,12 +153,14 @@ class SegmentationDataset(Dataset):
         aug = cfg.augment
         c0, cw = 0, cfg.range.width
         rng = sample_rng(self.seed, epoch, i) if self.train else None
+        point_index = np.arange(len(points), dtype=np.int64)
+        if self.mixer is not None:
+            points, labels, point_index = self.mixer(points, labels, point_index, mix_rng(self.seed, epoch, i))
         if self.train and aug.enabled:
             points = augment_points(points, rng, aug)
             if aug.crop_width:
                 cw = aug.crop_width
                 c0 = self.choose_crop(i, epoch, points, rng)
-        point_index = np.arange(len(points), dtype=np.int64)
         sp = cfg.sampling
         if self.train and (sp.voxel_size > 0 or sp.max_points > 0):  # drop points, like a crop
             if cw != cfg.range.width:  # crop first, so that the cap counts the points of the crop
@@ -163,7 +168,7 @@ class SegmentationDataset(Dataset):
                 keep = (rc[:, 1] >= c0) & (rc[:, 1] < c0 + cw)
                 points, labels, point_index = points[keep], labels[keep], point_index[keep]
             keep = voxel_subsample(points, sp.voxel_size, rng)
-            keep = keep[cap_points(len(keep), sp.max_points, rng)]
+            keep = keep[cap_points(len(keep), sp.max_points, rng, points[keep] if sp.cap == "nearest" else None)]
             points, labels, point_index = points[keep], labels[keep], point_index[keep]
 
         rv = cfg.range

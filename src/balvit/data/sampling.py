@@ -5,7 +5,9 @@ for this toolkit's sample dict:
 
 - voxel down-sampling: one point per `voxel_size` cube (0.1 m in both papers), a random one in
   training, the first one (in scan order) in evaluation;
-- a cap on the points of a training scan (20 000 in both papers), a random subset;
+- a cap on the points of a training scan (20 000 in both papers): a random subset, or, as the
+  official code does (valeoai/WaffleIron utils/transforms.py LimitNumPoints(random=True), also
+  ScaLR's), the points nearest to a randomly drawn point of the scan (a ball-shaped crop);
 - k nearest neighbours (k = 16) of every kept point among the kept points, for the neighbourhood
   embedding (scipy cKDTree);
 - nearest-neighbour up-sampling in evaluation: every original point reads the output of its nearest
@@ -30,11 +32,17 @@ def voxel_subsample(xyz: np.ndarray, voxel_size: float, rng: np.random.Generator
     return np.sort(order[first]).astype(np.int64)
 
 
-def cap_points(n: int, max_points: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices (ascending) of at most `max_points` of n points, drawn without replacement."""
+def cap_points(n: int, max_points: int, rng: np.random.Generator, xyz: np.ndarray | None = None) -> np.ndarray:
+    """Indices (ascending) of at most `max_points` of n points: drawn without replacement, or, with
+    `xyz` (n, >=3), the `max_points` points nearest (3D) to a point drawn uniformly among them."""
     if max_points <= 0 or n <= max_points:
         return np.arange(n, dtype=np.int64)
-    return np.sort(rng.choice(n, size=max_points, replace=False)).astype(np.int64)
+    if xyz is None:
+        return np.sort(rng.choice(n, size=max_points, replace=False)).astype(np.int64)
+    pts = np.asarray(xyz[:, :3], dtype=np.float64)
+    centre = pts[int(rng.integers(n))]
+    dist = np.square(pts - centre).sum(1)
+    return np.sort(np.argsort(dist, kind="stable")[:max_points]).astype(np.int64)
 
 
 def knn(xyz: np.ndarray, k: int, tree: cKDTree | None = None) -> np.ndarray:

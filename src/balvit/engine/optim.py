@@ -1,8 +1,16 @@
-"""AdamW over the trainable parameters only, with a linear warm-up + cosine learning-rate schedule.
+"""The optimizer over the trainable parameters only, with a linear warm-up + cosine learning-rate schedule.
 
+`train.optimizer`: AdamW (default, betas 0.9 / 0.999) or SGD with `train.momentum` and
+`train.nesterov` (ELiTe's regime: dachr8/ELiTe network/base_model.py configure_optimizers, SGD
+lr 0.24, momentum 0.9, Nesterov, weight decay 1e-4 in config/ELiTe-semantickitti.yaml).
 Norm weights, biases, learnable scales and embeddings get no weight decay. A model may give
 per-parameter learning-rate scales (`lr_scales(): dict[name, float]`, e.g. layer-wise decay for
 fine-tuning); parameters with equal (decay, scale) share a group.
+
+The schedule is `lr_factor`. ELiTe's config names its schedule "CosineAnnealingWarmRestarts", but
+the code behind that name (utils/schedulers.py cosine_schedule_with_warmup, from 2DPASS) is one
+cosine over all steps, 0.5 (1 + cos(pi k / T)), with no restart (and a 1000 / num_gpu step linear
+warm-up on more than one GPU): `lr_factor` with warmup 0 and min_lr 0 is exactly that on one GPU.
 """
 
 from __future__ import annotations
@@ -42,7 +50,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         raise ValueError("the model has no trainable parameters")
     for g in groups:
         g["lr"] = cfg.lr * g["lr_scale"]
-    return torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups], lr=cfg.lr, betas=(0.9, 0.999))
+    groups = [{k: v for k, v in g.items() if k != "names"} for g in groups]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:

@@ -2,7 +2,8 @@
 
 Implements "Label-Efficient LiDAR Semantic Segmentation with 2D-3D Vision Transformer Adapters"
 (Hindel, Mohan, Bratulic, Cattaneo, Brox, Valada; IROS 2025, arXiv:2503.03299) from the paper's
-description; the official code is not public. The interaction scheme (injector before and extractor
+description (the official code was not obtainable here: the stored copy of
+robot-learning-freiburg/BALViT is its March 2025 placeholder README). The interaction scheme (injector before and extractor
 after each group of frozen blocks, zero-initialised injector scale, ConvFFN) follows ViT-Adapter
 (Chen et al., ICLR 2023), with the spatial prior replaced by a polar bird's-eye-view branch and the
 reference points computed from 3D geometry:

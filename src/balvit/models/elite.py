@@ -254,7 +254,7 @@ class SamImageEncoder(nn.Module):
 
 
 class DinoImageEncoder(nn.Module):
-    """A DINOv2 / DINOv3 `FoundationViT` (models/foundation.py) returning patch-token maps."""
+    """A DINOv2 / DINOv3 `FoundationViT` (models/vit.py) returning patch-token maps."""
 
     default_targets = ("q_proj", "v_proj")
 

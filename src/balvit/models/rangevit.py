@@ -66,6 +66,9 @@ class RangeViTConfig:
     knn_backend: Literal["auto", "kdtree", "torch"] = not_architecture("auto")
     point_sampling: Literal["bilinear", "nearest"] = "bilinear"  # per-point read of the 2D feature map
     vit_lr_scale: float = not_architecture(1.0)  # learning-rate factor of the ViT's parameters
+    # stochastic depth in the ViT, 0 at the first block rising linearly to this at the last
+    # (RangeViT: 0.1, valeoai/rangevit models/rangevit.py); 0: off
+    drop_path: float = not_architecture(0.0)
 
     def check(self, cfg) -> None:
         rv, aug = cfg.data.range, cfg.data.augment
@@ -84,6 +87,8 @@ class RangeViTConfig:
             raise ConfigError(f"model.rangevit.in_channels must be 5 or 6, got {self.in_channels}")
         if self.knn < 1 or self.kernel_points < 1:
             raise ConfigError("model.rangevit.knn and model.rangevit.kernel_points must be positive")
+        if not 0 <= self.drop_path < 1:
+            raise ConfigError(f"model.rangevit.drop_path must be in [0, 1), got {self.drop_path}")
 
 
 class ConvStem(nn.Module):
@@ -160,6 +165,7 @@ class RangeViT(SegModel):
         knn_backend: str = "auto",
         point_sampling: str = "bilinear",
         vit_lr_scale: float = 1.0,
+        drop_path: float = 0.0,
         range_height: int = 64,
         range_width: int = 2048,
         fov: tuple[float, float] = (3.0, -25.0),
@@ -169,6 +175,8 @@ class RangeViT(SegModel):
             raise ValueError("RangeViT fine-tunes its ViT: build the backbone with trainable=True")
         for p in backbone.unused_for_tokens():  # the conv stem replaces the ViT's patch embedding
             p.requires_grad_(False)
+        if drop_path:
+            backbone.set_drop_path(drop_path)
         self.backbone = backbone
         dim = backbone.width
         self.num_classes = num_classes
@@ -206,7 +214,7 @@ class RangeViT(SegModel):
             window=r.window, stride=r.stride, refiner=r.refiner, refiner_channels=r.refiner_channels, knn=r.knn,
             kernel_points=r.kernel_points, kernel_radius=r.kernel_radius, kernel_extent=r.kernel_extent,
             knn_backend=r.knn_backend, point_sampling=r.point_sampling, vit_lr_scale=r.vit_lr_scale,
-            range_height=rv.height, range_width=rv.width, fov=(rv.fov_up, rv.fov_down),
+            drop_path=r.drop_path, range_height=rv.height, range_width=rv.width, fov=(rv.fov_up, rv.fov_down),
         )
 
     def lr_scales(self) -> dict[str, float]:

@@ -188,6 +188,25 @@ def _state_sha256(state: dict[str, Tensor]) -> str:
     return h.hexdigest()
 
 
+class DropPath(nn.Module):
+    """Stochastic depth on a residual branch (Huang et al., ECCV 2016): in training, each sample's
+    branch output is zeroed with probability p and the kept ones scaled by 1 / (1 - p)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p <= 0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:g}"
+
+
 class FoundationViT(nn.Module):
     """A pretrained ViT used block by block: frozen and pinned in eval mode, or (trainable=True) fine-tuned.
 
@@ -301,6 +320,19 @@ class FoundationViT(nn.Module):
         """Frozen: always eval (no training-mode behaviour such as RoPE jitter or dropout).
         Trainable: follows `mode` like any module."""
         return super().train(mode and self.trainable)
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth in a trainable ViT, rising linearly over the blocks from 0 to `rate`
+        (block i: rate * i / (depth - 1)), on both residual branches of every block, as RangeViT's
+        ViT (valeoai/rangevit models/rangevit.py: drop_path_rate 0.1, torch.linspace(0, rate, n_layers));
+        the transformers layers' own `drop_path` slot is replaced. Active in training mode only."""
+        if not self.trainable:
+            raise ValueError("drop path is for a trainable ViT; a frozen one always runs in eval mode")
+        if not 0 <= rate < 1:
+            raise ValueError(f"drop path rate must be in [0, 1), got {rate}")
+        for i, block in enumerate(self._hf_blocks()):
+            p = rate * i / max(self.depth - 1, 1)
+            block.drop_path = DropPath(p) if p > 0 else nn.Identity()
 
     def unused_for_tokens(self) -> list[nn.Parameter]:
         """Parameters a model that brings its own patch embedding never uses (the ViT's patch

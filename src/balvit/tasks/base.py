@@ -64,9 +64,9 @@ class TaskContext:
             self._counts = counts
         return self._counts
 
-    def class_weights(self) -> torch.Tensor | None:
-        """The loss's class weights (`loss.class_weights`) from the training frames, or None."""
-        kind = self.cfg.loss.class_weights
+    def class_weights(self, kind: str | None = None) -> torch.Tensor | None:
+        """Class weights of `kind` (default `loss.class_weights`) from the training frames, or None."""
+        kind = kind or self.cfg.loss.class_weights
         if kind == "none":
             return None
         return class_weights_from_counts(self.class_counts(), kind)

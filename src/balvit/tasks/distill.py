@@ -4,7 +4,7 @@ Implements the pretraining of ScaLR, "Three Pillars improving Vision Foundation 
 for Lidar" (Puy, Gidaris, Boulch, Simeoni, Sautier, Perez, Bursuc, Marlet; CVPR 2024), from the
 paper and the hyper-parameters of its public configs:
 
-- teacher: a frozen vision foundation model (models/foundation.py: DINOv2 ViT-S/14 by default,
+- teacher: a frozen vision foundation model (models/vit.py: DINOv2 ViT-S/14 by default,
   ViT-L/14 in the paper), run on the camera image resized to 224 x 448; its last-block patch features
   (before the final norm, as ScaLR takes them) are bilinearly up-sampled to the image and read at the
   pixel of every point;

@@ -12,10 +12,14 @@ Segmentation" (Zhang et al., ICME 2024), whose code builds on 2DPASS (Yan et al.
 - `elite_student` (task), PPMSKD: for every stage s of the student (models/elite.py),
 
       L_s = stage_weight * (weighted CE + Lovasz)(stage logits_s, labels)
-            + kd_weight * KL(softmax(teacher head_s at the point's pixel / T) || softmax(stage logits_s / T))
+            + kd_weight / S * mean_{points, classes} KL terms of
+              (softmax(teacher head_s at the point's pixel / T) || softmax(stage logits_s / T))
 
-  (kd_weight = lambda_xm = 0.05, the value of 2DPASS / ELiTe; KL only on points a camera sees; the
-  teacher's target is detached), plus CE + Lovasz on the final logits. Student stage s (stride 2^s)
+  (the official weighting, `elite.kd_form=official`: ELiTe network/arch_elite.py PPMSKD takes
+  F.kl_div(log_softmax(s), softmax(t)), PyTorch's default 'mean' over points x classes, times
+  lambda_xm / num_scales; kd_weight = lambda_xm = 0.05; `kd_form=per_point` instead adds
+  kd_weight x the per-point KL averaged over points at every stage. KL only on points a camera
+  sees; the teacher's target is detached), plus CE + Lovasz on the final logits. Student stage s (stride 2^s)
   is paired with the teacher head of the same relative depth (finest with finest, coarsest with
   coarsest). The teacher comes from `elite.teacher_checkpoint` and stays frozen (a frozen module of
   the task, never saved with the student), or with `elite.teacher_mode=joint` keeps training with its
@@ -53,7 +57,12 @@ class ELiTeConfig:
     teacher_checkpoint: str = ""  # a trained elite_teacher checkpoint (best.pt / last.pt)
     # frozen: the loaded teacher is fixed; joint: it keeps training with its 2D losses (as 2DPASS / ELiTe)
     teacher_mode: Literal["frozen", "joint"] = "frozen"
-    kd_weight: float = 0.05  # lambda_xm per student stage (2DPASS, ELiTe)
+    kd_weight: float = 0.05  # lambda_xm (2DPASS, ELiTe: train_params.lambda_xm)
+    # official: each of the S stages adds kd_weight / S x the mean over points x classes of the KL
+    # terms (ELiTe network/arch_elite.py: F.kl_div(...) default 'mean' x lambda_xm / num_scales);
+    # per_point: each stage adds kd_weight x the mean over points of the per-point KL (summed over
+    # the C classes): S x C times the official weight (this toolkit's form before the fidelity review)
+    kd_form: Literal["official", "per_point"] = "official"
     kd_temperature: float = 1.0
     stage_weight: float = 1.0  # CE + Lovasz weight of each stage head of the student
     teacher_loss_weight: float = 1.0  # weight of the teacher's 2D losses (teacher task / joint mode)
@@ -276,13 +285,16 @@ class ELiTeStudentTask(Task):
             maps = self.frozen_teacher_maps(batch, images)
         heads, visible = self.teacher.point_logits(batch, [m.detach() for m in maps])
         stages = out["aux"]
+        official = el.kd_form == "official"
+        kd_weight = el.kd_weight / self.model.num_stages if official else el.kd_weight
         for s in range(self.model.num_stages):
             logits = stages[f"stage{s + 1}"]
             seg = segmentation_loss(logits, labels, loss_cfg, w)["total"]
-            kd = kl_distillation(logits[visible], heads[self.pairs[s]][visible], el.kd_temperature)
+            kd = kl_distillation(logits[visible], heads[self.pairs[s]][visible], el.kd_temperature,
+                                 "elements" if official else "points")
             terms[f"stage{s + 1}_seg"] = seg
             terms[f"stage{s + 1}_kd"] = kd
-            loss = loss + el.stage_weight * seg + el.kd_weight * kd
+            loss = loss + el.stage_weight * seg + kd_weight * kd
         if self.joint:
             t_loss, t_terms = teacher_image_loss(self.teacher, batch, loss_cfg, w, maps)
             terms.update(t_terms)

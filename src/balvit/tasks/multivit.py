@@ -6,7 +6,8 @@ pseudo-labels (data/pseudo_labels: LiDAR labels projected into the image and den
 masks from instance box prompts), with a background class C for pixels without LiDAR evidence.
 
 - `multivit_camera` (camera pretraining): only the camera branch and the shared ViT are trained,
-  loss = CE-or-focal + Lovasz over the pixels (classes + background) against the pseudo-labels.
+  loss = CE-or-focal + Lovasz over the pixels (classes + background) against the pseudo-labels,
+  weighted by `camera_task.loss` (the thesis: Lovasz + 3 x focal) or, unset, by the LiDAR `loss`.
   LiDAR fine-tuning follows as a second run of the `rangevit` model (or `multivit` with the plain
   `segmentation` task) started from this run's checkpoint with `train.init_from`.
 - `multivit_joint`: each sample is a range-image crop and the part of one camera image it overlaps
@@ -36,6 +37,7 @@ from ..data.dataset import SegmentationDataset, mixed_training_set
 from ..data.pseudo_labels import PseudoLabels
 from ..data.views import CameraViews, resize_image, stack_views
 from ..engine.evaluate import CameraPixels, Evaluation, point_evaluation
+from ..config import LossConfig
 from ..errors import ConfigError
 from ..losses import class_mean_contrastive, class_means, segmentation_loss
 from .base import Task, TaskContext
@@ -54,6 +56,9 @@ class CameraTaskConfig:
     temperature: float = 0.1  # of the pull_push (InfoNCE) form
     align_crops: bool = True  # joint: the range-image crop overlaps the chosen camera image
     val_cameras: int = 0  # cameras per validation frame for the camera scores (0: all)
+    # the camera loss's own terms and class weights (the MultiViT thesis: Lovasz + 3 x focal);
+    # unset (null): the LiDAR loss section `loss`, class weights + background weight 1
+    loss: LossConfig | None = None
 
 
 class MultiViTCameraTask(Task):
@@ -62,18 +67,26 @@ class MultiViTCameraTask(Task):
     align = False
     trains_lidar = False
 
-    def __init__(self, model: nn.Module, cfg, labeller: PseudoLabels, class_weights: torch.Tensor | None = None):
+    def __init__(self, model: nn.Module, cfg, labeller: PseudoLabels, class_weights: torch.Tensor | None = None,
+                 camera_class_weights: torch.Tensor | None = None):
+        """class_weights: of the LiDAR loss; camera_class_weights: of the camera loss's classes (without
+        background), by default the LiDAR ones; the background class weighs 1."""
         super().__init__(model)
         self.cfg = cfg
         self.loss_cfg = cfg.loss
+        self.camera_loss_cfg = cfg.camera_task.loss or cfg.loss
         self.task_cfg = cfg.camera_task
         self.labeller = labeller
         if class_weights is not None:
             self.register_buffer("class_weights", class_weights.float(), persistent=False)
-            cam_w = torch.cat([class_weights.float(), class_weights.new_ones(1)])  # background weight 1
+        else:
+            self.class_weights = None
+        cam = camera_class_weights if camera_class_weights is not None else class_weights
+        if cam is not None and self.camera_loss_cfg.class_weights != "none":
+            cam_w = torch.cat([cam.float(), cam.new_ones(1).float()])  # background weight 1
             self.register_buffer("camera_weights", cam_w, persistent=False)
         else:
-            self.class_weights = self.camera_weights = None
+            self.camera_weights = None
         if not self.trains_lidar:  # LiDAR-only parts get no gradient here: keep them out of the optimizer
             for module in model.lidar_modules():
                 module.requires_grad_(False)
@@ -97,7 +110,8 @@ class MultiViTCameraTask(Task):
         labeller = PseudoLabels(cfg.pseudo_labels, ctx.labels, background=ctx.labels.num_classes)
         log.info("camera pseudo-labels: %s, densify radius %d px", cfg.pseudo_labels.method,
                  cfg.pseudo_labels.densify_radius)
-        return cls(model, cfg, labeller, ctx.class_weights())
+        camera_kind = (cfg.camera_task.loss or cfg.loss).class_weights
+        return cls(model, cfg, labeller, ctx.class_weights(), ctx.class_weights(camera_kind))
 
     # -- data --------------------------------------------------------------------------------------
 
@@ -150,7 +164,7 @@ class MultiViTCameraTask(Task):
         images, labels = stack_views(batch)
         out = self.model.forward_camera(images)
         logits = out["logits"].permute(0, 2, 3, 1).reshape(-1, out["logits"].shape[1])
-        terms = segmentation_loss(logits, labels.reshape(-1), self.loss_cfg, self.camera_weights)
+        terms = segmentation_loss(logits, labels.reshape(-1), self.camera_loss_cfg, self.camera_weights)
         return terms["total"], {f"camera_{k}": v for k, v in terms.items() if k != "total"}, {**out, "labels": labels}
 
     def forward(self, batch: dict) -> dict:

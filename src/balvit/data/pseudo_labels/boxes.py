@@ -17,6 +17,14 @@ transfer work:
     to the image) prompts a mask predictor and the mask is painted with the instance's class,
     far instances first so that near ones win.
 
+`pseudo_labels.method` chooses what the image holds: "boxes" is (a) with (b) painted over it;
+"box_masks" is (b) alone on a background image: only the masks of thing instances inside their
+projected boxes carry a class, every other pixel is background (the camera labels of the MultiViT
+thesis, with the 10 nuScenes thing classes; the thesis itself could not be obtained here, this
+follows its description in the project's issue tracker). The thesis prompts SAM with the dataset's
+annotated 3D boxes; the readers here have no box annotations, so the boxes are those of the
+instances' labelled points (axis-aligned), as in (b).
+
 Label image values: train ids 0..C-1, C = background (no LiDAR evidence, e.g. sky), 255 = ignore.
 
 Predictors share one interface, `predict(image (H, W, 3) uint8, boxes (K, 4) xyxy pixels,

@@ -14,6 +14,8 @@ reader's frame):
     between the points of a nearer surface);
   - boxes (MultiViT): densify, then the masks of thing instances prompted by their projected 3D
     boxes (`box_predictor`: SAM, or the convex-hull stand-in) painted over it (boxes.py);
+  - box_masks (the MultiViT thesis' camera labels): only those instance masks, every other pixel
+    background;
   - samplg (ELiTe's SAM-PLG): point + mask prompts from the projected labels, SAM masks accepted by
     predicted IoU / stability / purity, the rest densified (samplg.py);
   - files: label images written beforehand (`balvit pseudolabels --out DIR`, or another tool) at
@@ -48,7 +50,7 @@ from .common import camera_depth, densify, project_labels, read_label_png, write
 class PseudoLabelConfig:
     """Config section `pseudo_labels`: camera label images from labelled LiDAR points (see the module docstring)."""
 
-    method: Literal["projection", "densify", "boxes", "samplg", "files"] = "densify"
+    method: Literal["projection", "densify", "boxes", "box_masks", "samplg", "files"] = "densify"
     densify_radius: int = 4  # pixels
     occlusion_ratio: float = 0.0  # > 0: depth-aware densification (MultiViT: 1.3)
     directory: str = ""  # method files: <directory>/<frame>/<camera>.png
@@ -85,7 +87,7 @@ class PseudoLabelConfig:
             raise ConfigError("pseudo_labels: densify_radius, prompt_dilation and occlusion_ratio must be >= 0")
         if self.points_per_prompt <= 0:
             raise ConfigError("pseudo_labels.points_per_prompt must be positive")
-        if self.box_predictor not in ("none", "standin") and not self.box_predictor.startswith("sam:"):
+        if self.box_predictor != "standin" and not self.box_predictor.startswith("sam:"):
             raise ConfigError("pseudo_labels.box_predictor must be standin or sam:<local dir, hf:id or random>, "
                               f"got {self.box_predictor!r}")
 
@@ -100,6 +102,8 @@ _SETTINGS = {  # the fields that change the images of each method (the cache key
     "densify": ("densify_radius", "occlusion_ratio"),
     "boxes": ("densify_radius", "occlusion_ratio", "box_predictor", "thing_classes", "cluster_radius",
               "min_cluster_points", "max_occlusion", "min_inside"),
+    "box_masks": ("box_predictor", "thing_classes", "cluster_radius", "min_cluster_points", "max_occlusion",
+                  "min_inside"),
     "samplg": ("densify_radius", "mask_predictor", "sam_weights", "sam_arch", "points_per_prompt", "negative_points",
                "mask_prompt", "prompt_dilation", "min_points", "max_prompts", "pred_iou_thresh", "stability_thresh",
                "stability_offset", "min_purity", "fill"),
@@ -180,6 +184,10 @@ class PseudoLabels:
             return sparse
         if self.method == "samplg":
             return self.plg()(image, sparse)[0]
+        if self.method == "box_masks":
+            out = np.full((h, w), self.background, dtype=np.int64)
+            self.painter().paint(out, xyz, point_labels, uv, valid, depth, cam, image, instances)
+            return out
         aware = cfg.occlusion_ratio > 0
         out = densify(sparse, cfg.densify_radius, zbuf if aware else None, self.background, cfg.occlusion_ratio)
         if self.method == "boxes":
