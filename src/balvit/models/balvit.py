@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from .base import SegModel
 from .deform_attn import MSDeformAttn
 from .foundation import FrozenViT, build_foundation
-from .heads import ConvBNAct, PointMLP, PolarConv, ResContextBlock, SegHead, patch_unshuffle
-from .ops import gather_grid, grid_index, scatter_max, scatter_mean, to_grid
+from .layers import ConvBNAct, PointMLP, PolarConv, ResContextBlock, SegHead, patch_unshuffle
+from .ops import gather_grid, grid_index, scatter_count, scatter_max, scatter_mean, to_grid
 
 POINT_FEATURES = 9  # x, y, z, intensity, radius, sin/cos azimuth, offsets to the cell centre
 
@@ -288,7 +288,8 @@ class BALViT(SegModel):
         ht, wt = grid
         ph, pw = self.patch
         tok = grid_index(batch, rc[:, 0] // ph, rc[:, 1] // pw, ht, wt)
-        mean_xy, count = scatter_mean(points[:, :2], tok, batch_size * ht * wt)
+        mean_xy = scatter_mean(points[:, :2], tok, batch_size * ht * wt)
+        count = scatter_count(tok, batch_size * ht * wt, points.dtype)
         r = torch.hypot(mean_xy[:, 0], mean_xy[:, 1])
         theta = torch.atan2(mean_xy[:, 1], mean_xy[:, 0])
         # rays through the token centres (full-image column = crop column + col0)

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointError, ConfigError
 from .base import SegModel
-from .heads import ConvBNAct, PointMLP
+from .layers import ConvBNAct, PointMLP
+from .ops import gather_grid
 from .sam import IMAGENET_MEAN, IMAGENET_STD, build_sam
 
 log = logging.getLogger(__name__)
@@ -56,13 +57,6 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.short(x) + self.conv2(self.conv1(x)))
-
-
-def gather_rows(feat: torch.Tensor, batch: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-    """feat (B, C, H, W), per-point batch/row/col (N,) -> (N, C), as a gather of contiguous rows."""
-    b, c, h, w = feat.shape
-    rows = feat.permute(0, 2, 3, 1).reshape(b * h * w, c)
-    return rows[(batch * h + row) * w + col]
 
 
 class ELiTeStudent(SegModel):
@@ -132,9 +126,9 @@ class ELiTeStudent(SegModel):
         stage_logits = {}
         for i, d in enumerate(dec):
             row, col = self._point_cells(batch, i, d.shape)
-            hidden = hidden + gather_rows(self.head_maps[i](d), b, row, col)
+            hidden = hidden + gather_grid(self.head_maps[i](d), b, row, col)
             if self.training:
-                stage_logits[f"stage{i + 1}"] = gather_rows(self.stage_heads[i](d), b, row, col)
+                stage_logits[f"stage{i + 1}"] = gather_grid(self.stage_heads[i](d), b, row, col)
         out = {"logits": self.head_out(F.relu(self.head_norm(hidden)))}
         if self.training:
             out["aux"] = stage_logits

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .foundation import FrozenViT, build_foundation
-from .heads import ConvBNAct, ResContextBlock
+from .layers import ConvBNAct, ResContextBlock
 from .rangevit import RangeViT, UpConvDecoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

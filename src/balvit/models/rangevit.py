@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .base import SegModel
 from .foundation import FrozenViT, build_foundation
-from .heads import ConvBNAct, ResContextBlock, patch_unshuffle
+from .layers import ConvBNAct, ResContextBlock, patch_unshuffle
 from .kpconv import KPConv, knn_indices
 from .ops import gather_grid
 
