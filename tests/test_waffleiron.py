@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.spatial import cKDTree
 
 from balvit.config import load_config
 from balvit.data.dataset import SegmentationDataset, collate
@@ -14,9 +13,10 @@ from balvit.engine.checkpoint import init_model_from, save_checkpoint
 from balvit.engine.optim import build_optimizer
 from balvit.engine.trainer import Trainer, run_eval
 from balvit.errors import CheckpointError, ConfigError
-from balvit.models import build_model
+from balvit.models import build_model, loader_geometry
 from balvit.models.base import SegModel
-from balvit.models.waffleiron import DropPath, cell_weights, knn_indices, plane_cells, scatter_mean
+from balvit.geometry import PlaneGrid
+from balvit.models.waffleiron import DropPath
 from balvit.tasks import SegmentationTask
 from conftest import CPU, MemoryScans
 from fakedata import write_kitti
@@ -34,51 +34,34 @@ def tiny_cfg(*more):
     return load_config(None, [*TINY, *more])
 
 
-def test_scatter_mean_equals_a_naive_loop():
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randn(60, 5, generator=g, dtype=torch.float64)
-    cells = torch.randint(0, 23, (60,), generator=g)  # some of the 23 cells stay empty
-    expected = torch.zeros(23, 5, dtype=torch.float64)
-    for c in range(23):
-        members = [tokens[i] for i in range(60) if cells[i] == c]
-        if members:
-            expected[c] = sum(members) / len(members)
-    assert (cells.bincount(minlength=23) == 0).any()
-    torch.testing.assert_close(scatter_mean(tokens, cells, 23), expected)
-    torch.testing.assert_close(scatter_mean(tokens, cells, 23, cell_weights(cells, 23)), expected)
-    # gradients of both paths agree too
-    a = tokens.clone().requires_grad_()
-    b = tokens.clone().requires_grad_()
-    w = torch.randn(23, 5, generator=g, dtype=torch.float64)
-    (scatter_mean(a, cells, 23) * w).sum().backward()
-    (scatter_mean(b, cells, 23, cell_weights(cells, 23)) * w).sum().backward()
-    torch.testing.assert_close(a.grad, b.grad)
-
-
 def test_plane_cells_by_hand():
-    fov_min, fov_max = torch.tensor([-10.0, -10.0, -2.0]), torch.tensor([10.0, 10.0, 2.0])
-    xyz = torch.tensor([[-10.0, -10.0, -2.0], [9.99, 0.0, 1.0], [0.0, 5.0, 0.5], [30.0, -30.0, 9.0]])
-    batch = torch.tensor([0, 0, 1, 1])
+    fov = ((-10.0, -10.0, -2.0), (10.0, 10.0, 2.0))
+    xyz = np.array([[-10.0, -10.0, -2.0], [9.99, 0.0, 1.0], [0.0, 5.0, 0.5], [30.0, -30.0, 9.0]], np.float32)
     # (x, y) plane 4 x 8: cells of 5 m x 2.5 m; the last point is outside and lands on the border
-    cells = plane_cells(xyz, batch, 2, (4, 8), fov_min, fov_max)
-    expected = [(0, 0, 0), (0, 3, 4), (1, 2, 6), (1, 3, 0)]
-    assert cells.tolist() == [(b * 4 + r) * 8 + c for b, r, c in expected]
+    assert PlaneGrid(2, (4, 8), *fov).cells(xyz).tolist() == [r * 8 + c for r, c in [(0, 0), (3, 4), (2, 6), (3, 0)]]
     # (y, z) plane (axis 0 dropped) 2 x 2
-    cells = plane_cells(xyz, batch, 0, (2, 2), fov_min, fov_max)
-    assert cells.tolist() == [(0 * 2 + 0) * 2 + 0, (0 * 2 + 1) * 2 + 1, (1 * 2 + 1) * 2 + 1, (1 * 2 + 0) * 2 + 1]
+    assert PlaneGrid(0, (2, 2), *fov).cells(xyz).tolist() == [0, 1 * 2 + 1, 1 * 2 + 1, 0 * 2 + 1]
 
 
-def test_torch_knn_matches_a_kd_tree_per_scan():
-    rng = np.random.default_rng(1)
-    xyz = rng.uniform(-5, 5, size=(300, 3)).astype(np.float32)
-    batch = np.repeat([0, 1], [180, 120])
-    got = knn_indices(torch.from_numpy(xyz), torch.from_numpy(batch), k=5, chunk=64).numpy()
-    for b in (0, 1):
-        idx = np.nonzero(batch == b)[0]
-        assert np.isin(got[idx], idx).all()  # neighbours stay inside their scan
-        d_ref, _ = cKDTree(xyz[idx]).query(xyz[idx], k=6)
-        d_got = np.linalg.norm(xyz[got[idx]] - xyz[idx][:, None], axis=2)
-        np.testing.assert_allclose(np.sort(d_got, 1), d_ref[:, 1:], atol=1e-5)
+def test_the_loader_computes_the_plane_cells_the_model_would():
+    cfg = tiny_cfg()
+    geometry = loader_geometry(cfg)
+    assert [p.axis for p in geometry.planes] == [2, 1, 0]
+    scans = MemoryScans([900, 1300], seed=3)
+    ds = SegmentationDataset(scans, cfg.data, train=False, geometry=geometry)
+    batch = collate([ds[0], ds[1]])
+    m = len(batch["sub_index"])
+    assert batch["plane_cells"].shape == (m, 3)
+    xyz = batch["points"][batch["sub_index"], :3]
+    for k, plane in enumerate(geometry.planes):
+        assert torch.equal(batch["plane_cells"][:, k], plane.cells_torch(xyz))
+    model = build_model(cfg, 19).eval()
+    with torch.no_grad():
+        with_cells = model(batch)["logits"]
+        without = model({k: v for k, v in batch.items() if k != "plane_cells"})["logits"]
+    assert torch.equal(with_cells, without)
+    with pytest.raises(ValueError, match="plane_cells"):
+        model({**batch, "plane_cells": batch["plane_cells"][:, :2]})
 
 
 def test_forward_backward_and_every_point_gets_its_nearest_kept_points_logits():

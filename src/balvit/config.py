@@ -31,6 +31,13 @@ class RangeViewConfig:
     width: int = 2048  # azimuth steps (columns)
     fov_up: float = 3.0  # degrees, top of the vertical field of view
     fov_down: float = -25.0  # degrees, bottom
+    # image row of a point: "fov" from its elevation in fov_up..fov_down; "ring" its laser ring (nuScenes
+    # .pcd.bin 5th float; ring 0 = the bottom row, so height must be the sensor's ring count): exact,
+    # one ring per row
+    rows: Literal["fov", "ring"] = "fov"
+    # points nearer than this (metres; the ego vehicle's own returns) keep a pixel and a prediction but
+    # never show in the image, so they hide nothing behind them (0: off)
+    min_range: float = 0.0
     # per-channel normalisation of (range, x, y, z, intensity); the mask channel stays 0/1
     mean: list[float] = field(default_factory=lambda: [12.12, 10.88, 0.23, -1.04, 0.21])
     std: list[float] = field(default_factory=lambda: [12.32, 11.47, 6.91, 0.86, 0.16])

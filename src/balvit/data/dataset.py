@@ -5,8 +5,13 @@ A sample (all torch tensors unless noted):
     labels       (N,)   int64     train ids, 255 = ignore (all 255 for unlabelled splits)
     point_index  (N,)   int64     index of each point in the original scan (crops drop points)
     rv           (6, H, W) float32 range, x, y, z, intensity normalised by data.range.mean/std, mask
-    rv_rc        (N, 2) int64     (row, col) of every point in `rv`
-    rv_index     (H, W) int64     point shown by each pixel, -1 where empty
+    rv_rc        (N, 2) int64     (row, col) of every point in `rv` (rows: the laser ring where the
+                                  data.range.rows is "ring", else from the field of view)
+    rv_coord     (N, 2) float32   continuous (row, col) of every point in `rv` (balvit.geometry: floor =
+                                  rv_rc inside the image; a ring row's centre is row + 0.5)
+    rv_index     (H, W) int64     point shown by each pixel (the closest), -1 where empty; points nearer
+                                  than data.range.min_range (the ego vehicle) are never shown, but keep
+                                  their rv_rc / rv_coord and get a prediction like every point
     rv_col0      int              first column of the crop in the full-width image (0 without crop)
     bev_cell     (N, 2) int64     (radius bin, azimuth bin) of the polar BEV grid
     frame        str              frame id; index (int) position in the reader
@@ -16,7 +21,11 @@ A sample (all torch tensors unless noted):
     sub_index    (M,)   int64     points the model runs on (one per voxel in evaluation; all in training,
                                   where voxelisation and data.sampling.max_points already dropped points)
     up_index     (N,)   int64     for every point, its nearest point among sub_index (position in sub_index)
-    knn          (M, k) int64     k nearest neighbours of each sub_index point (positions in sub_index)
+    knn          (M, 1 + k) int64 each sub_index point itself, then its k = data.sampling.neighbors
+                                  nearest sub_index points (positions in sub_index; balvit.geometry.knn)
+  with a model's `LoaderGeometry` (balvit.models.loader_geometry(cfg)):
+    plane_cells  (M, P) int64     WaffleIron: cell (row * W + col) of each point the model runs on
+                                  (sub_index, or all points) in each of its P planes (geometry.PlaneGrid)
 
 Everything is computed once here, in the loader workers, so models only gather with these indices
 and evaluation always happens on the original points.
@@ -33,9 +42,9 @@ from torch.utils.data import Dataset, Sampler
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..geometry import LoaderGeometry, polar_cells, range_image
 from .base import ScanDataset
 from .labels import IGNORE
-from .projection import polar_cells, range_image
 from .sampling import cap_points, point_subset, voxel_subsample
 from .transforms import augment_points, crop_start, sample_rng
 
@@ -75,15 +84,32 @@ def training_frames(cfg: DataConfig) -> tuple[list[str], str]:
                     f"({cfg.label_fraction:g} %, {cfg.split_method}, seed {cfg.split_seed})")
 
 
-class SegmentationDataset(Dataset):
-    """Reader + projections (+ augmentation when `train`) -> sample dicts."""
+def load_rings(reader: ScanDataset, rv, i: int) -> np.ndarray | None:
+    """(N,) laser rings of frame i under data.range.rows "ring" (a DataError when the reader has
+    none), None under "fov"."""
+    if rv.rows != "ring":
+        return None
+    ring = reader.load_rings(i)
+    if ring is None:
+        raise DataError(f"{reader.scan_path(i)}: data.range.rows=ring, but {reader.name} scans store no ring "
+                        f"index (use data.range.rows=fov)")
+    return ring
 
-    def __init__(self, reader: ScanDataset, cfg: DataConfig, train: bool, seed: int = 0):
+
+class SegmentationDataset(Dataset):
+    """Reader + projections (+ augmentation when `train`) -> sample dicts.
+
+    `geometry`: the model's extra per-point maps (`balvit.models.loader_geometry(cfg)`), e.g.
+    WaffleIron's plane cells; empty: none."""
+
+    def __init__(self, reader: ScanDataset, cfg: DataConfig, train: bool, seed: int = 0,
+                 geometry: LoaderGeometry = LoaderGeometry()):
         self.reader = reader
         self.cfg = cfg
         self.train = train
         self.seed = seed
         self.epoch = 0
+        self.geometry = geometry
         self.mean = np.asarray(cfg.range.mean, dtype=np.float32)[:, None, None]
         self.std = np.asarray(cfg.range.std, dtype=np.float32)[:, None, None]
 
@@ -92,6 +118,19 @@ class SegmentationDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def rings(self, i: int) -> np.ndarray | None:
+        """The laser ring of every point of frame i when the range-view rows come from it
+        (data.range.rows "ring"), else None."""
+        return load_rings(self.reader, self.cfg.range, i)
+
+    def project(self, points: np.ndarray, ring: np.ndarray | None, i: int):
+        rv = self.cfg.range
+        try:
+            return range_image(points, rv.height, rv.width, rv.fov_up, rv.fov_down, ring=ring,
+                               min_range=rv.min_range, source=str(self.reader.scan_path(i)))
+        except ValueError as exc:
+            raise DataError(str(exc)) from exc
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """key = frame index, or (frame index, epoch) from `StreamSampler` (seeds the augmentation)."""
@@ -113,6 +152,7 @@ class SegmentationDataset(Dataset):
             labels = np.full(len(points), IGNORE, dtype=np.int64)
         points = points.astype(np.float32, copy=True)
         points[:, 3] *= cfg.intensity_scale
+        ring = self.rings(i)
 
         aug = cfg.augment
         c0, cw = 0, cfg.range.width
@@ -126,23 +166,26 @@ class SegmentationDataset(Dataset):
         sp = cfg.sampling
         if self.train and (sp.voxel_size > 0 or sp.max_points > 0):  # drop points, like a crop
             if cw != cfg.range.width:  # crop first, so that the cap counts the points of the crop
-                _, rc, _ = range_image(points, cfg.range.height, cfg.range.width, cfg.range.fov_up, cfg.range.fov_down)
+                rc = self.project(points, ring, i).rc
                 keep = (rc[:, 1] >= c0) & (rc[:, 1] < c0 + cw)
                 points, labels, point_index = points[keep], labels[keep], point_index[keep]
+                ring = ring[keep] if ring is not None else None
             keep = voxel_subsample(points, sp.voxel_size, rng)
             keep = keep[cap_points(len(keep), sp.max_points, rng)]
             points, labels, point_index = points[keep], labels[keep], point_index[keep]
+            ring = ring[keep] if ring is not None else None
 
-        rv = cfg.range
-        image, rc, index = range_image(points, rv.height, rv.width, rv.fov_up, rv.fov_down)
-        if cw != rv.width:
+        image, rc, index, coords = self.project(points, ring, i)
+        if cw != cfg.range.width:
             keep = (rc[:, 1] >= c0) & (rc[:, 1] < c0 + cw)
             image, index = image[:, :, c0:c0 + cw], index[:, c0:c0 + cw]
             remap = np.full(len(points), -1, dtype=np.int64)
             remap[keep] = np.arange(int(keep.sum()))
             index = np.where(index >= 0, remap[np.maximum(index, 0)], -1)
             points, labels, rc, point_index = points[keep], labels[keep], rc[keep], point_index[keep]
+            coords = coords[keep]
             rc = rc - np.array([0, c0])
+            coords[:, 1] -= np.float32(c0)
         mask = image[5:6]
         image[:5] = (image[:5] - self.mean) / self.std * mask
         bev = cfg.bev
@@ -154,6 +197,7 @@ class SegmentationDataset(Dataset):
             "point_index": torch.from_numpy(point_index),
             "rv": torch.from_numpy(np.ascontiguousarray(image)),
             "rv_rc": torch.from_numpy(rc),
+            "rv_coord": torch.from_numpy(np.ascontiguousarray(coords)),
             "rv_index": torch.from_numpy(np.ascontiguousarray(index)),
             "rv_col0": c0,
             "bev_cell": torch.from_numpy(cells),
@@ -164,6 +208,9 @@ class SegmentationDataset(Dataset):
         if sp.voxel_size > 0 or sp.neighbors > 0:
             subset = point_subset(points, sp.voxel_size, sp.neighbors, subsample=not self.train)
             sample.update({k: torch.from_numpy(v) for k, v in subset.items()})
+        if self.geometry.planes:
+            kept = points[subset["sub_index"]] if "sub_index" in sample else points
+            sample["plane_cells"] = torch.from_numpy(np.stack([p.cells(kept) for p in self.geometry.planes], axis=1))
         if cfg.cameras:
             sample["cameras"] = self._cameras(i, points, point_index)
         return sample
@@ -231,7 +278,9 @@ class StreamSampler(Sampler):
         return 2**62
 
 
-CONCAT_KEYS = ("points", "labels", "point_index", "rv_rc", "bev_cell")
+CONCAT_KEYS = ("points", "labels", "point_index", "rv_rc", "rv_coord", "bev_cell")
+# per-point tensors a model may ask for (`LoaderGeometry`), concatenated when present
+OPTIONAL_CONCAT_KEYS = ("plane_cells",)
 # per-sample index tensors whose values are row positions in another per-sample tensor (key -> that
 # tensor): concatenated with the running row offsets, so they index the concatenated batch
 INDEX_KEYS = {"sub_index": "points", "up_index": "sub_index", "knn": "sub_index"}
@@ -268,6 +317,11 @@ def collate(samples: list[dict]) -> dict:
     out["batch"] = torch.repeat_interleave(torch.arange(len(samples)), counts)
     for key in CONCAT_KEYS:
         out[key] = torch.cat([s[key] for s in samples])
+    for key in OPTIONAL_CONCAT_KEYS:
+        if key in samples[0]:
+            if not all(key in s for s in samples):
+                raise ValueError(f"'{key}' is in some samples of the batch but not in others")
+            out[key] = torch.cat([s[key] for s in samples])
     for key, ref in INDEX_KEYS.items():
         if key in samples[0]:
             if not all(key in s for s in samples):
@@ -319,7 +373,9 @@ def range_statistics(reader: ScanDataset, cfg: DataConfig, max_frames: int = 200
         points = reader.load_points(i)
         points = points.astype(np.float32, copy=True)
         points[:, 3] *= cfg.intensity_scale
-        image, _, _ = range_image(points, rv.height, rv.width, rv.fov_up, rv.fov_down)
+        ring = load_rings(reader, rv, i)
+        image = range_image(points, rv.height, rv.width, rv.fov_up, rv.fov_down, ring=ring,
+                            min_range=rv.min_range, source=str(reader.scan_path(i))).image
         vals = image[:5, image[5] > 0].astype(np.float64)  # (5, M)
         total += vals.sum(1)
         total_sq += (vals ** 2).sum(1)

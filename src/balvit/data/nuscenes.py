@@ -14,6 +14,11 @@ Frames: the LIDAR_TOP sensor frame is x right, y forward, z up. Points are rotat
 convention x forward, y left, z up: x' = y, y' = -x (a -90 degree yaw). Camera transforms include
 this rotation, so `camera.project_points` works on the points as returned.
 
+Range view: every point's laser ring (`load_rings`) is its range-image row (one ring per row: the
+HDL-32E rings span -30.6 .. +10.6 degrees, which no fixed +10 / -30 degree field of view separates).
+Returns within data.range.min_range (1 m in config/nuscenes.yaml: 8-14 k points of a scan hit the ego
+vehicle) keep their pixel and get a prediction but never hide the scene behind them.
+
 Labels are mapped by category *name* (category.json may index the 32 classes in any order).
 Predictions go to <out>/lidarseg/<eval set>/<lidar token>_lidarseg.bin as uint8 1..16, which is what
 the devkit's lidarseg evaluation reads (eval set "val" for the validation split).
@@ -412,6 +417,20 @@ class NuScenes(ScanDataset):
         points[:, 2] = raw[:, 2]
         points[:, 3] = raw[:, 3]
         return points
+
+    def load_rings(self, i: int) -> np.ndarray:
+        """int64 (N,) laser ring of every point (the 5th float; HDL-32E: 0 = lowest beam .. 31), the
+        range-view row of the point under data.range.rows "ring" (config/nuscenes.yaml). Under nan_policy "zero" a point whose
+        ring is not a finite whole number gets ring 0 (its label is ignored); otherwise it raises."""
+        self.num_points(i)
+        ring = np.fromfile(self.scan_path(i), dtype=np.float32).reshape(-1, POINT_FIELDS)[:, 4]
+        bad = ~np.isfinite(ring) | (ring < 0) | (ring != np.round(ring))
+        if bad.any():
+            if self.nan_policy != "zero":
+                raise DataError(f"{self.scan_path(i)}: {int(bad.sum())} points have a ring index (5th float) that is "
+                                f"not a whole number >= 0 (set data.range.rows=fov to ignore rings)")
+            ring = np.where(bad, 0, ring)
+        return ring.astype(np.int64)
 
     def load_points_checked(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(points (N, 4), invalid (N,) bool): NaN/inf points raise, or are zeroed under nan_policy "zero"."""

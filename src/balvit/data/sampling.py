@@ -7,7 +7,8 @@ for this toolkit's sample dict:
   training, the first one (in scan order) in evaluation;
 - a cap on the points of a training scan (20 000 in both papers), a random subset;
 - k nearest neighbours (k = 16) of every kept point among the kept points, for the neighbourhood
-  embedding (scipy cKDTree);
+  embedding: `knn` (M, 1 + k), the point itself first (`balvit.geometry.knn`, scipy cKDTree; the
+  layout of the official `neighbors_emb`, which the embedding reads from column 1 on);
 - nearest-neighbour up-sampling in evaluation: every original point reads the output of its nearest
   kept point, so that metrics and predictions are on all original points.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.spatial import cKDTree
+
+from ..geometry import knn
 
 
 def voxel_subsample(xyz: np.ndarray, voxel_size: float, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -37,23 +40,10 @@ def cap_points(n: int, max_points: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=max_points, replace=False)).astype(np.int64)
 
 
-def knn(xyz: np.ndarray, k: int, tree: cKDTree | None = None) -> np.ndarray:
-    """(M, k) int64 indices of the k nearest other points of every point (itself excluded; with
-    fewer than k + 1 points the last neighbour is repeated)."""
-    m = len(xyz)
-    tree = tree if tree is not None else cKDTree(xyz)
-    kk = min(k + 1, m)
-    _, idx = tree.query(xyz, k=kk)
-    idx = np.asarray(idx, dtype=np.int64).reshape(m, kk)
-    idx = idx[:, 1:] if kk > 1 else idx  # the nearest is the point itself (unless duplicated)
-    if idx.shape[1] < k:
-        idx = np.concatenate([idx, np.repeat(idx[:, -1:], k - idx.shape[1], axis=1)], axis=1)
-    return idx
-
-
 def point_subset(xyz: np.ndarray, voxel_size: float, neighbors: int, subsample: bool) -> dict[str, np.ndarray]:
     """The index tensors of one sample: `sub_index` (M,) kept points, `up_index` (N,) nearest kept
-    point of every point, and `knn` (M, k) (when neighbors > 0) among the kept points.
+    point of every point, and `knn` (M, 1 + neighbors) (when neighbors > 0): each kept point itself,
+    then its `neighbors` nearest kept points (positions in sub_index).
 
     `subsample=False` (training, where voxelisation already dropped the other points) keeps all."""
     n = len(xyz)
@@ -68,5 +58,5 @@ def point_subset(xyz: np.ndarray, voxel_size: float, neighbors: int, subsample: 
         _, nearest = tree.query(xyz, k=1)
         out["up_index"] = np.asarray(nearest, dtype=np.int64)
     if neighbors > 0:
-        out["knn"] = knn(xyz[sub], neighbors, tree)
+        out["knn"] = knn(xyz[sub], neighbors + 1, tree)
     return out

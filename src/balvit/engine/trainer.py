@@ -32,7 +32,7 @@ from ..data.dataset import (SegmentationDataset, StreamSampler, build_reader, co
                             training_frames)
 from ..data.labels import LabelSpec
 from ..io import write_json, write_text
-from ..models import build_model
+from ..models import build_model, loader_geometry
 from ..tasks import TASKS
 from . import dist as D
 from .checkpoint import init_model_from, load_checkpoint, restore_model, save_checkpoint
@@ -150,8 +150,8 @@ class Trainer:
             if cfg.train.init_from else None
         self.task = TASKS[cfg.task].from_config(cfg, self.model, self).to(info.device)
         self.train_set = self.task.train_dataset(self) or SegmentationDataset(
-            self.train_reader, cfg.data, train=True, seed=cfg.train.seed)
-        self.val_set = SegmentationDataset(self.val_reader, cfg.data, train=False)
+            self.train_reader, cfg.data, train=True, seed=cfg.train.seed, geometry=loader_geometry(cfg))
+        self.val_set = SegmentationDataset(self.val_reader, cfg.data, train=False, geometry=loader_geometry(cfg))
         self.optimizer = build_optimizer(self.task, cfg.train)
         self.scheduler = build_scheduler(self.optimizer, cfg.train)
         self.dtype = autocast_dtype(cfg.train.amp, info.device)
@@ -381,7 +381,7 @@ def run_eval(cfg: Config, checkpoint: str | Path, info: D.DistInfo, save_path: s
     reader = build_reader(cfg.data, split or cfg.data.val_split)
     if not reader.has_labels:
         raise ConfigError(f"split {split or cfg.data.val_split!r} has no labels to evaluate against")
-    dataset = SegmentationDataset(reader, cfg.data, train=False)
+    dataset = SegmentationDataset(reader, cfg.data, train=False, geometry=loader_geometry(cfg))
     loader = eval_loader(dataset, info, cfg.eval.batch_size, cfg.data.num_workers, cfg.data.max_val_frames)
     n_pictures = cfg.eval.pictures if pictures is None else pictures
     out_dir = Path(save_path) if save_path else None
@@ -413,7 +413,7 @@ def run_predict(cfg: Config, checkpoint: str | Path, info: D.DistInfo, out: str 
     set_threads(info)
     model, _ = load_for_inference(cfg, checkpoint, info)
     reader = build_reader(cfg.data, split)
-    dataset = SegmentationDataset(reader, cfg.data, train=False)
+    dataset = SegmentationDataset(reader, cfg.data, train=False, geometry=loader_geometry(cfg))
     loader = eval_loader(dataset, info, cfg.eval.batch_size, cfg.data.num_workers)
     out = Path(out)
     n_pictures = cfg.eval.pictures if pictures is None else pictures

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..geometry import LoaderGeometry
 from .balvit import BALViT
 from .base import SegModel
 from .elite import ELiTeStudent, ELiTeTeacher
@@ -27,3 +28,9 @@ def build_model(cfg, num_classes: int) -> SegModel:
     model = MODELS[name].from_config(cfg, num_classes)
     model.registry_name = name
     return model
+
+
+def loader_geometry(cfg) -> LoaderGeometry:
+    """What the data loader computes for the configured model (`SegmentationDataset(geometry=...)`)."""
+    name = cfg.model.name
+    return MODELS[name].loader_geometry(cfg) if name in MODELS else LoaderGeometry()

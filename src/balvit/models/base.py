@@ -11,10 +11,16 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import CheckpointError
+from ..geometry import LoaderGeometry
 
 
 class SegModel(nn.Module):
     frozen_modules: tuple[str, ...] = ()
+
+    @staticmethod
+    def loader_geometry(cfg) -> LoaderGeometry:
+        """Extra per-point maps this model wants the data loader to compute (none by default)."""
+        return LoaderGeometry()
 
     def _is_frozen_key(self, key: str) -> bool:
         return any(key == m or key.startswith(m + ".") for m in self.frozen_modules)

@@ -22,16 +22,16 @@ feature maps of overlapping windows are averaged before the per-point refiner.
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..geometry import knn_torch, spherical_coords_torch
 from .base import SegModel
 from .foundation import FrozenViT, build_foundation
 from .layers import ConvBNAct, ResContextBlock, patch_unshuffle
-from .kpconv import KPConv, knn_indices
+from .kpconv import KPConv
 from .ops import gather_grid
 
 
@@ -128,7 +128,7 @@ class RangeViT(SegModel):
         self.point_sampling = point_sampling
         self.vit_lr_scale = float(vit_lr_scale)
         self.range_height, self.range_width = range_height, range_width
-        self.fov_up, self.fov_down = math.radians(fov[0]), math.radians(fov[1])
+        self.fov_up, self.fov_down = float(fov[0]), float(fov[1])  # degrees
 
         self.stem = ConvStem(in_channels, stem_channels, stem_blocks, hidden_channels, self.patch, dim)
         self.decoder = UpConvDecoder(dim, hidden_channels, decoder_channels, self.patch)
@@ -206,20 +206,22 @@ class RangeViT(SegModel):
     def point_features(self, feat: torch.Tensor, batch: dict) -> torch.Tensor:
         """Per-point read of the 2D map (B, C, H, W) of the (cropped) range image -> (N, C).
 
-        bilinear: at the point's continuous spherical coordinates (as the projection computes
-        them, minus the crop's first column); nearest: at its integer pixel `rv_rc`."""
+        bilinear: at the point's continuous image coordinates `rv_coord` (the loader's projection;
+        a batch without them: `geometry.spherical_coords_torch` minus the crop's first column);
+        nearest: at its integer pixel `rv_rc`."""
         if self.point_sampling == "nearest":
             return gather_grid(feat, batch["batch"], batch["rv_rc"][:, 0], batch["rv_rc"][:, 1])
         points, offsets = batch["points"], batch["offsets"]
         b, c, h, w = feat.shape
-        col0 = batch.get("rv_col0")
-        x, y, z = points[:, 0], points[:, 1], points[:, 2]
-        yaw = torch.atan2(y, x)
-        pitch = torch.atan2(z, torch.hypot(x, y))
-        col = (0.5 - yaw / (2 * math.pi)) * self.range_width  # full-image column, continuous
-        if col0 is not None:
-            col = col - col0.to(col.dtype)[batch["batch"]]
-        row = (self.fov_up - pitch) / (self.fov_up - self.fov_down) * self.range_height
+        coord = batch.get("rv_coord")
+        if coord is None:
+            _, row, col = spherical_coords_torch(points[:, :3].float(), self.range_height, self.range_width,
+                                                 self.fov_up, self.fov_down)
+            col0 = batch.get("rv_col0")
+            if col0 is not None:
+                col = col - col0.to(col.dtype)[batch["batch"]]
+            coord = torch.stack([row, col], dim=1)
+        row, col = coord[:, 0], coord[:, 1]
         grid = torch.stack([col / w * 2 - 1, row / h * 2 - 1], dim=1).to(feat.dtype)  # align_corners=False
         out = []
         for k, (s, e) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
@@ -228,11 +230,19 @@ class RangeViT(SegModel):
                                      align_corners=False)[0, :, 0].T)
         return torch.cat(out) if out else feat.new_zeros(0, c)
 
+    def neighbours(self, batch: dict) -> torch.Tensor:
+        """(N, k) KPConv neighbours, the point itself first: the loader's `knn` when it covers every
+        point with at least k columns (data.sampling.neighbors >= k - 1, no voxel down-sampling),
+        else `geometry.knn_torch` here."""
+        knn, sub = batch.get("knn"), batch.get("sub_index")
+        if knn is not None and sub is not None and len(sub) == len(batch["points"]) and knn.shape[1] >= self.knn:
+            return sub[knn[:, :self.knn]]
+        return knn_torch(batch["points"], batch["offsets"], self.knn, self.knn_backend)
+
     def refine(self, pfeat: torch.Tensor, batch: dict) -> torch.Tensor:
         """(N, Cd) point features -> KPConv over the k nearest neighbours (or linear) -> BN -> ReLU (N, Cr)."""
         if self.refiner_kind == "kpconv":
-            nb = knn_indices(batch["points"], batch["offsets"], self.knn, self.knn_backend)
-            x = self.refiner(batch["points"][:, :3], pfeat, nb)
+            x = self.refiner(batch["points"][:, :3], pfeat, self.neighbours(batch))
         else:
             x = self.refiner(pfeat)
         return F.relu(self.refiner_bn(x))

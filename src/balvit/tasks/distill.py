@@ -41,7 +41,9 @@ from ..data.dataset import SegmentationDataset, build_reader, to_device, trainin
 from ..data.mixed import MixedDataset
 from ..engine import dist as D
 from ..errors import ConfigError, DataError
+from ..geometry import LoaderGeometry
 from ..losses import cosine_distillation_loss
+from ..models import loader_geometry
 from ..models.foundation import FrozenViT, build_foundation
 from .base import Task
 
@@ -69,8 +71,8 @@ class DistillDataset(SegmentationDataset):
     resized to `image_size`, "uv" (N, 2) pixel coordinates in the resized image, "valid" (N,)}]."""
 
     def __init__(self, reader, cfg: DataConfig, train: bool, seed: int = 0, image_size: tuple[int, int] = (224, 448),
-                 min_depth: float = 1.0):
-        super().__init__(reader, replace(cfg, cameras=False), train=train, seed=seed)
+                 min_depth: float = 1.0, geometry: LoaderGeometry = LoaderGeometry()):
+        super().__init__(reader, replace(cfg, cameras=False), train=train, seed=seed, geometry=geometry)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.min_depth = min_depth
 
@@ -176,7 +178,7 @@ class DistillTask(Task):
 
     def _dataset(self, reader, data_cfg: DataConfig, train: bool, seed: int) -> DistillDataset:
         return DistillDataset(reader, data_cfg, train=train, seed=seed, image_size=self.image_size,
-                              min_depth=self.cfg.distill.min_depth)
+                              min_depth=self.cfg.distill.min_depth, geometry=loader_geometry(self.cfg))
 
     def train_dataset(self, trainer):
         cfg = self.cfg
