@@ -146,6 +146,22 @@ def test_bilinear_point_sampling_reads_pixel_centres_also_in_crops():
     assert torch.allclose(got[:, 0], cols - 100.5, atol=1e-3) and torch.allclose(got[:, 1], rows - 0.5, atol=1e-3)
 
 
+def test_the_loader_gives_the_point_coordinates_and_neighbours_the_model_would_compute():
+    cfg = cfg_of("data.sampling.neighbors=6")
+    model = build_model(cfg, 19).eval()
+    for train in (True, False):
+        batch = batch_of(cfg, [700, 900], train=train)
+        feat = torch.randn(2, 3, *batch["rv"].shape[-2:])
+        no_coord = {k: v for k, v in batch.items() if k != "rv_coord"}
+        torch.testing.assert_close(model.point_features(feat, batch), model.point_features(feat, no_coord),
+                                   atol=1e-4, rtol=0)  # numpy vs torch atan2: < 1e-4 pixel
+        assert batch["knn"].shape == (len(batch["points"]), 7)
+        nb = model.neighbours(batch)
+        assert torch.equal(nb, knn_torch(batch["points"], batch["offsets"], 7))  # the same query, in the loader
+    fewer = batch_of(cfg_of("data.sampling.neighbors=3"), [700], train=False)
+    assert torch.equal(model.neighbours(fewer), knn_torch(fewer["points"], fewer["offsets"], 7))  # too few: computed
+
+
 def test_kpconv_equals_a_naive_loop_and_passes_gradcheck():
     torch.manual_seed(0)
     pts = torch.rand(40, 3, dtype=torch.float64) * 2.0
