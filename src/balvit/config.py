@@ -106,6 +106,9 @@ class DataConfig:
     # labels them ignore (255) and counts them in the log (their predictions are still written)
     nan_policy: Literal["error", "zero"] = "error"
     cameras: bool = False  # load camera images and point->pixel mappings
+    # nuScenes points: "library" (x forward, y left: rotated from LIDAR_TOP) or "lidar_top" (as stored: x right,
+    # y forward), the frame the official WaffleIron / ScaLR / RangeViT code and so their checkpoints use
+    nuscenes_frame: Literal["library", "lidar_top"] = "library"
     max_val_frames: int = 0  # evaluate on the first N validation frames only (0: all)
     num_workers: int = 2
     range: RangeViewConfig = field(default_factory=RangeViewConfig)
@@ -172,6 +175,9 @@ class WaffleIronConfig:
     # 0: off
     layer_decay: float = 0.0
     grad_checkpoint: bool = False  # recompute each layer in backward to save memory
+    # classifier: BatchNorm + linear (ScaLR's downstream head, finetune.py); false: the linear layer
+    # alone (WaffleIron's `classif`, waffleiron/segmenter.py)
+    head_norm: bool = True
 
 
 @dataclass
@@ -197,6 +203,12 @@ class RangeViTConfig:
     knn_backend: Literal["auto", "kdtree", "torch"] = "auto"
     point_sampling: Literal["bilinear", "nearest"] = "bilinear"  # per-point read of the 2D feature map
     vit_lr_scale: float = 1.0  # learning-rate factor of the ViT's parameters
+    # the layer layout of valeoai/rangevit (needed by its checkpoints, `balvit convert --from rangevit`):
+    # SalsaNext blocks conv -> LeakyReLU(0.01) -> BN with biases, a SalsaNext ResBlock closing the stem,
+    # average pooling counting its padding, decoder blocks conv -> LeakyReLU -> BN, and RangeViT's own
+    # position embedding on the token grid of one window (bilinearly resized for other grids).
+    # false: this toolkit's conv -> BN -> LeakyReLU(0.1) blocks and the backbone's resized embedding
+    official_layers: bool = False
 
 
 @dataclass

@@ -64,7 +64,7 @@ def build_reader(cfg: DataConfig, split: str, frames: list[str] | None = None) -
         from .nuscenes import NuScenes
 
         return NuScenes(cfg.root, split, version=cfg.version, frames=frames, cameras=cfg.cameras,
-                        nan_policy=cfg.nan_policy)
+                        nan_policy=cfg.nan_policy, frame=cfg.nuscenes_frame)
     raise DataError(f"unknown dataset {cfg.dataset!r}")
 
 

@@ -12,7 +12,10 @@ official lists (data/labels/nuscenes_splits.yaml); on v1.0-mini "train"/"val" me
 
 Frames: the LIDAR_TOP sensor frame is x right, y forward, z up. Points are rotated into the library
 convention x forward, y left, z up: x' = y, y' = -x (a -90 degree yaw). Camera transforms include
-this rotation, so `camera.project_points` works on the points as returned.
+this rotation, so `camera.project_points` works on the points as returned. `frame="lidar_top"`
+(data.nuscenes_frame) keeps the points as stored, as the official WaffleIron, ScaLR and RangeViT
+loaders read them (e.g. valeoai/WaffleIron datasets/nuscenes.py load_pc): their converted checkpoints
+expect that frame (and the raw 0..255 intensity, data.intensity_scale 1).
 
 Range view: every point's laser ring (`load_rings`) is its range-image row (one ring per row: the
 HDL-32E rings span -30.6 .. +10.6 degrees, which no fixed +10 / -30 degree field of view separates).
@@ -309,7 +312,11 @@ class NuScenes(ScanDataset):
         scenes: list[str] | None = None,
         cameras: bool = False,
         nan_policy: str = "error",
+        frame: str = "library",
     ):
+        if frame not in ("library", "lidar_top"):
+            raise DataError(f"unknown nuScenes point frame {frame!r}: expected library or lidar_top")
+        self.frame = frame
         split = SPLIT_ALIASES.get(split, split)
         if split not in SPLITS:
             raise DataError(f"unknown nuScenes split {split!r}: expected one of {', '.join(SPLITS)} (or valid)")
@@ -408,9 +415,11 @@ class NuScenes(ScanDataset):
         return size // POINT_BYTES
 
     def _raw_points(self, i: int) -> np.ndarray:
-        """(N, 4) x, y, z, intensity in the library frame, unchecked for NaN."""
+        """(N, 4) x, y, z, intensity in the library frame (or, frame "lidar_top", as stored), unchecked for NaN."""
         self.num_points(i)
         raw = np.fromfile(self.scan_path(i), dtype=np.float32).reshape(-1, POINT_FIELDS)
+        if self.frame == "lidar_top":
+            return np.ascontiguousarray(raw[:, :4])
         points = np.empty((len(raw), 4), dtype=np.float32)
         points[:, 0] = raw[:, 1]  # forward
         points[:, 1] = -raw[:, 0]  # left
@@ -488,7 +497,7 @@ class NuScenes(ScanDataset):
         lidar = self._frame(i).lidar
         cs = self._calib(lidar.calib_token)
         T_ego_lidar = pose_matrix(cs["translation"], cs["rotation"])
-        return self._tables.ego[lidar.ego_token] @ T_ego_lidar @ LIB_TO_LIDAR
+        return self._tables.ego[lidar.ego_token] @ T_ego_lidar @ (LIB_TO_LIDAR if self.frame == "library" else np.eye(4))
 
     load_pose = lidar_to_global
 

@@ -29,7 +29,13 @@ class SegModel(nn.Module):
         """State dict without the frozen modules' tensors."""
         return {k: v for k, v in self.state_dict().items() if not self._is_frozen_key(k)}
 
+    def upgrade_state_dict(self, state: dict) -> dict:
+        """A checkpoint's trainable state written by an older version of this model -> the current
+        layout (a model overrides this when it adds stored tensors); identity by default."""
+        return state
+
     def load_trainable_state_dict(self, state: dict, source: str = "checkpoint") -> None:
+        state = self.upgrade_state_dict(state)
         expected = set(self.trainable_state_dict())
         missing = sorted(expected - set(state))
         unexpected = sorted(set(state) - expected)

@@ -59,7 +59,8 @@ class KPConv(nn.Module):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.radius, self.extent, self.chunk = float(radius), float(extent), int(chunk)
-        self.register_buffer("kernel", torch.from_numpy(kernel_points(num_kernel_points, radius)), persistent=False)
+        # kernel point positions (K, 3): stored in checkpoints, so that converted official weights keep theirs
+        self.register_buffer("kernel", torch.from_numpy(kernel_points(num_kernel_points, radius)))
         self.weight = nn.Parameter(torch.empty(num_kernel_points, in_channels, out_channels))
         bound = 1.0 / math.sqrt(in_channels)  # kaiming-uniform-like, per kernel point
         nn.init.uniform_(self.weight, -bound, bound)

@@ -10,7 +10,7 @@ and the hyper-parameters of their public configs (no code taken from them):
     for layer l = 1..L  (projection p = projections[l mod P], grid H_p x W_p):
         spatial mix:  t += DropPath(s_l * Gather_p(DW3x3(ReLU(DW3x3(Mean_p(Norm(t)))))))
         channel mix:  t += DropPath(c_l * W_2 ReLU(W_1 Norm(t)))
-    head:        logits = Linear(BN(t))                                    (M, C), up-sampled to all N points
+    head:        logits = Linear(BN(t))  (or Linear(t), head_norm false)    (M, C), up-sampled to all N points
 
 Mean_p averages the tokens of the points falling into each cell of the 2D grid of projection p
 (a scatter-mean, empty cells 0) and Gather_p reads each point's cell back; the cells are those of
@@ -161,6 +161,7 @@ class WaffleIron(SegModel):
         freeze_backbone: bool = False,
         layer_decay: float = 0.0,
         grad_checkpoint: bool = False,
+        head_norm: bool = True,
     ):
         super().__init__()
         if len(projections) != len(grids):
@@ -177,7 +178,7 @@ class WaffleIron(SegModel):
         self.layers = nn.ModuleList(
             WaffleLayer(width, self.grids[i % len(self.grids)], norm, drop_path, layer_scale) for i in range(depth)
         )
-        self.head = nn.Sequential(nn.BatchNorm1d(width), nn.Linear(width, num_classes))
+        self.head = nn.Sequential(nn.BatchNorm1d(width) if head_norm else nn.Identity(), nn.Linear(width, num_classes))
         nn.init.zeros_(self.head[1].weight)
         nn.init.zeros_(self.head[1].bias)
         if freeze_backbone:
@@ -192,6 +193,7 @@ class WaffleIron(SegModel):
             grids=tuple(tuple(g) for g in w.grids), fov=(tuple(w.fov[0]), tuple(w.fov[1])), norm=w.norm,
             drop_path=w.drop_path, layer_scale=w.layer_scale, neighbors=w.neighbors,
             freeze_backbone=w.freeze_backbone, layer_decay=w.layer_decay, grad_checkpoint=w.grad_checkpoint,
+            head_norm=w.head_norm,
         )
 
     @staticmethod
@@ -243,7 +245,7 @@ class WaffleIron(SegModel):
             up = sub
         else:
             up = batch["up_index"]
-        pts = points[sub].float()
+        pts = points[sub].to(self.embed.point.weight.dtype)  # float32 (float64 for a double model)
         sbatch = bid[sub]
         batch_size = len(batch["offsets"]) - 1
         xyz = pts[:, :3]
