@@ -74,8 +74,9 @@ class PointSamplingConfig:
     Training: one random point per voxel and at most `max_points` random points are kept (the
     others are dropped from the sample, like a crop). Evaluation keeps every point: the model runs
     on one point per voxel (`sub_index`) and every original point reads the output of its nearest
-    kept point (`up_index`). `neighbors` > 0 adds the k nearest kept neighbours of each kept point
-    (`knn`). All zero: nothing is added to the sample.
+    kept point (`up_index`). `neighbors` = k > 0 adds `knn` (M, 1 + k): each kept point itself, then
+    its k nearest kept points (balvit.geometry.knn; WaffleIron's embedding, RangeViT's KPConv with
+    k = 6). All zero: nothing is added to the sample.
     """
 
     voxel_size: float = 0.0  # metres (0: no voxel down-sampling)
@@ -169,7 +170,7 @@ class WaffleIronConfig:
     norm: Literal["batch", "layer"] = "batch"  # token norm of every layer (layer norm for wide models)
     drop_path: float = 0.0  # stochastic depth probability of every residual branch
     layer_scale: float = 0.1  # initial per-channel scale of every residual branch
-    neighbors: int = 16  # k of the neighbourhood embedding when the batch brings no `knn` (torch.cdist)
+    neighbors: int = 16  # k of the neighbourhood embedding when the batch brings no `knn` (searched in the model)
     freeze_backbone: bool = False  # linear probing: only the BN + linear head trains
     # fine-tuning: lr scale decay^(depth + 1 - layer id) (embedding 0, layer i -> i + 1, head depth + 1);
     # 0: off
