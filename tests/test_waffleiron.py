@@ -207,3 +207,27 @@ def test_waffleiron_config_errors():
         tiny_cfg("model.waffleiron.fov=[[1,1,1],[0,2,2]]")
     with pytest.raises(ConfigError, match="data.sampling.neighbors"):
         tiny_cfg("data.sampling.neighbors=5")
+
+
+def test_outside_fov_crop_keeps_those_points_out_of_the_model_but_predicts_them():
+    cfg = tiny_cfg("model.waffleiron.outside_fov=crop", "model.waffleiron.fov=[[-10,-10,-4],[10,10,4]]")
+    geometry = loader_geometry(cfg)
+    scans = MemoryScans([900, 1300], seed=3)
+    lo, hi = np.array([-10.0, -10.0, -4.0]) + 1e-4, np.array([10.0, 10.0, 4.0]) - 1e-4
+    inside = lambda p: ((p[:, :3] > lo) & (p[:, :3] < hi)).all(1)  # noqa: E731
+    train = SegmentationDataset(scans, cfg.data, train=True, geometry=geometry)[(0, 0)]
+    assert inside(train["points"].numpy()).all() and len(train["points"]) > 0  # training drops the others
+    ev = SegmentationDataset(scans, cfg.data, train=False, geometry=geometry)
+    s = ev[1]
+    pts = s["points"].numpy()
+    assert len(pts) == 1300 and not inside(pts).all()  # every point stays in the sample (metrics, predictions)
+    assert inside(pts[s["sub_index"].numpy()]).all()  # the model runs on points inside only
+    kept = pts[s["sub_index"].numpy()][s["up_index"].numpy()]
+    nearest = np.linalg.norm(pts[:, None, :3] - pts[s["sub_index"].numpy()][None, :, :3], axis=2).min(1)
+    np.testing.assert_allclose(np.linalg.norm(kept[:, :3] - pts[:, :3], axis=1), nearest, atol=1e-5)
+    model = build_model(cfg, 19).eval()
+    with torch.no_grad():
+        assert model(collate([s]))["logits"].shape == (1300, 19)
+    border = SegmentationDataset(scans, tiny_cfg("model.waffleiron.fov=[[-10,-10,-4],[10,10,4]]").data, train=False,
+                                 geometry=loader_geometry(tiny_cfg("model.waffleiron.fov=[[-10,-10,-4],[10,10,4]]")))[1]
+    assert len(border["sub_index"]) > len(s["sub_index"])  # "border": outside points are kept

@@ -179,6 +179,10 @@ class WaffleIronConfig:
     # classifier: BatchNorm + linear (ScaLR's downstream head, finetune.py); false: the linear layer
     # alone (WaffleIron's `classif`, waffleiron/segmenter.py)
     head_norm: bool = True
+    # points outside `fov`: "crop" leaves them out of the model's input (training drops them, evaluation
+    # predicts them from the nearest kept point), as the official code crops (utils/transforms.py Crop);
+    # "border": the model runs on them too, in the border cells of the planes
+    outside_fov: Literal["crop", "border"] = "border"
 
 
 @dataclass

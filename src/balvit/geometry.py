@@ -381,3 +381,17 @@ class LoaderGeometry:
     gathers (`SegModel.loader_geometry(cfg)` says what a model needs; the dataset computes it)."""
 
     planes: tuple[PlaneGrid, ...] = ()  # WaffleIron: sample["plane_cells"] (M, P), see data/dataset.py
+    # the model runs only on points strictly inside this box (metres, ((x, y, z) min, (x, y, z) max),
+    # shrunk by 1e-4 as the official Crop of valeoai/WaffleIron utils/transforms.py): training drops the
+    # others, evaluation predicts them from their nearest kept point (up_index); None: every point
+    crop: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+
+    def inside(self, xyz: np.ndarray) -> np.ndarray | None:
+        """(N,) bool: points inside `crop` (the official float32 comparisons), or None without a crop."""
+        if self.crop is None:
+            return None
+        lo, hi = self.crop
+        keep = np.ones(len(xyz), dtype=bool)
+        for d in range(3):
+            keep &= (xyz[:, d] > lo[d] + 1e-4) & (xyz[:, d] < hi[d] - 1e-4)
+        return keep

@@ -19,7 +19,8 @@ A sample (all torch tensors unless noted):
     cameras      list[dict]       only with data.cameras: image (3, h, w) uint8, uv (N, 2), valid (N,)
   with data.sampling (point-based models; see data/sampling.py):
     sub_index    (M,)   int64     points the model runs on (one per voxel in evaluation; all in training,
-                                  where voxelisation and data.sampling.max_points already dropped points)
+                                  where voxelisation and data.sampling.max_points already dropped points;
+                                  only those inside the model's LoaderGeometry.crop box, if it has one)
     up_index     (N,)   int64     for every point, its nearest point among sub_index (position in sub_index)
     knn          (M, 1 + k) int64 each sub_index point itself, then its k = data.sampling.neighbors
                                   nearest sub_index points (positions in sub_index; balvit.geometry.knn)
@@ -171,9 +172,18 @@ class SegmentationDataset(Dataset):
                 points, labels, point_index = points[keep], labels[keep], point_index[keep]
                 ring = ring[keep] if ring is not None else None
             keep = voxel_subsample(points, sp.voxel_size, rng)
+            inside = self.geometry.inside(points[keep])
+            if inside is not None:  # the model's field of view: crop before the cap counts
+                keep = keep[inside]
             keep = keep[cap_points(len(keep), sp.max_points, rng)]
             points, labels, point_index = points[keep], labels[keep], point_index[keep]
             ring = ring[keep] if ring is not None else None
+        elif self.train and self.geometry.crop is not None:
+            keep = self.geometry.inside(points)
+            points, labels, point_index = points[keep], labels[keep], point_index[keep]
+            ring = ring[keep] if ring is not None else None
+        if len(points) == 0:
+            raise DataError(f"{reader.scan_path(i)}: no point left for the model (outside its field of view?)")
 
         image, rc, index, coords = self.project(points, ring, i)
         if cw != cfg.range.width:
@@ -205,8 +215,12 @@ class SegmentationDataset(Dataset):
             "index": i,
             "num_invalid": n_invalid,
         }
-        if sp.voxel_size > 0 or sp.neighbors > 0:
-            subset = point_subset(points, sp.voxel_size, sp.neighbors, subsample=not self.train)
+        if sp.voxel_size > 0 or sp.neighbors > 0 or self.geometry.crop is not None:
+            inside = None if self.train else self.geometry.inside(points)  # training: already cropped
+            try:
+                subset = point_subset(points, sp.voxel_size, sp.neighbors, subsample=not self.train, inside=inside)
+            except ValueError as exc:
+                raise DataError(f"{reader.scan_path(i)}: {exc}") from exc
             sample.update({k: torch.from_numpy(v) for k, v in subset.items()})
         if self.geometry.planes:
             kept = points[subset["sub_index"]] if "sub_index" in sample else points

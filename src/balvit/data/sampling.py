@@ -23,11 +23,15 @@ from ..geometry import knn
 
 def voxel_subsample(xyz: np.ndarray, voxel_size: float, rng: np.random.Generator | None = None) -> np.ndarray:
     """Indices (M,) (ascending) of one point per occupied voxel: a random point of each voxel when
-    `rng` is given, else the first point of each voxel in scan order."""
+    `rng` is given, else the first point of each voxel in scan order.
+
+    The voxel grid starts at the scan's minimum corner, in float32, as the official
+    `Voxelize` (valeoai/WaffleIron utils/transforms.py): key = int((p - min(p)) / voxel_size)."""
     n = len(xyz)
     if voxel_size <= 0 or n == 0:
         return np.arange(n, dtype=np.int64)
-    keys = np.floor(np.asarray(xyz[:, :3], dtype=np.float64) / voxel_size).astype(np.int64)
+    p = np.asarray(xyz[:, :3], dtype=np.float32)
+    keys = ((p - p.min(0, keepdims=True)) / np.float32(voxel_size)).astype(np.int64)
     order = rng.permutation(n) if rng is not None else np.arange(n)
     _, first = np.unique(keys[order], axis=0, return_index=True)  # first occurrence in `order`
     return np.sort(order[first]).astype(np.int64)
@@ -40,15 +44,22 @@ def cap_points(n: int, max_points: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=max_points, replace=False)).astype(np.int64)
 
 
-def point_subset(xyz: np.ndarray, voxel_size: float, neighbors: int, subsample: bool) -> dict[str, np.ndarray]:
+def point_subset(xyz: np.ndarray, voxel_size: float, neighbors: int, subsample: bool,
+                 inside: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The index tensors of one sample: `sub_index` (M,) kept points, `up_index` (N,) nearest kept
     point of every point, and `knn` (M, 1 + neighbors) (when neighbors > 0): each kept point itself,
     then its `neighbors` nearest kept points (positions in sub_index).
 
-    `subsample=False` (training, where voxelisation already dropped the other points) keeps all."""
+    `subsample=False` (training, where voxelisation already dropped the other points) keeps all.
+    `inside` (N,) bool: only these points may be kept (the official crop to the field of view,
+    applied after the voxel choice as valeoai/WaffleIron datasets/pc_dataset.py does)."""
     n = len(xyz)
     xyz = np.ascontiguousarray(xyz[:, :3], dtype=np.float64)
     sub = voxel_subsample(xyz, voxel_size) if subsample else np.arange(n, dtype=np.int64)
+    if inside is not None:
+        sub = sub[inside[sub]]
+        if len(sub) == 0:
+            raise ValueError("no point inside the model's field of view")
     out = {"sub_index": sub}
     tree = None
     if len(sub) == n:

@@ -198,9 +198,11 @@ class WaffleIron(SegModel):
 
     @staticmethod
     def loader_geometry(cfg) -> LoaderGeometry:
-        """The loader computes the plane cells (sample["plane_cells"])."""
+        """The loader computes the plane cells (sample["plane_cells"]) and, with outside_fov "crop",
+        keeps the points outside the field of view out of the model's input."""
         w = cfg.model.waffleiron
-        return LoaderGeometry(planes=plane_grids(w.projections, w.grids, w.fov))
+        crop = (tuple(w.fov[0]), tuple(w.fov[1])) if w.outside_fov == "crop" else None
+        return LoaderGeometry(planes=plane_grids(w.projections, w.grids, w.fov), crop=crop)
 
     @property
     def feature_dim(self) -> int:
