@@ -400,3 +400,64 @@ def test_converter_refuses_what_does_not_map(tmp_path, monkeypatch):
         bad = our_rangevit_cfg()
         bad.model.rangevit.window = 256
         convert("rangevit", tmp_path / "rv.pth", bad, tmp_path / "x.pt")
+
+
+REAL_KITTI = REPO.parent / "shared" / "data" / "real" / "semantickitti"
+
+
+@needs_waffleiron
+@pytest.mark.skipif(not (REAL_KITTI / "sequences" / "00" / "velodyne").is_dir(), reason="real SemanticKITTI scans not found")
+def test_waffleiron_parity_on_a_real_scan_from_the_loaders_on(capsys):
+    """The official PCDataset pipeline (voxelise, crop to the field of view, 2D cells, 17 nearest
+    neighbours, nearest-neighbour up-sampling) against our loader on SemanticKITTI 00/000000, then
+    the two models on their own inputs: the same logits on all 124 668 points."""
+    from balvit.data.dataset import SegmentationDataset, build_reader
+    from balvit.models import loader_geometry
+
+    planes, grids = [2, 1, 0], [[250, 250], [250, 12], [250, 12]]
+    fov = ((-50.0, -50.0, -3.0), (50.0, 50.0, 2.0))  # WaffleIron-48-256__kitti.yaml
+    scan_file = REAL_KITTI / "sequences" / "00" / "velodyne" / "000000.bin"
+    with official(WAFFLEIRON):
+        from datasets.pc_dataset import PCDataset  # noqa: official code
+
+        class OneScan(PCDataset):
+            def __len__(self):
+                return 1
+
+            def load_pc(self, index):
+                pc = np.fromfile(scan_file, dtype=np.float32).reshape(-1, 4)
+                return pc, np.zeros(len(pc), dtype=np.int64), str(scan_file)
+
+        ds = OneScan(rootdir=None, phase="val", input_feat=["intensity", "xyz", "radius"], voxel_size=0.1,
+                     dim_proj=planes, grids_shape=grids, fov_xyz=fov, num_neighbors=16)
+        feat, _, cell_ind, nbr, upsample, _ = ds[0]
+        c = dict(width=24, depth=4, planes=planes, grids=grids, norm="batch", head_norm=False, neighbors=16)
+        net = build_official_waffleiron("waffleiron", c, 19)
+    cfg = load_config(REPO / "config/baselines/waffleiron_kitti.yaml", [
+        f"data.root={REAL_KITTI}", "data.val_sequences=['00']", "model.waffleiron.width=24", "model.waffleiron.depth=4",
+        f"model.waffleiron.fov={[list(fov[0]), list(fov[1])]}", "model.waffleiron.projections=[2,1,0]",
+        "model.waffleiron.grids=[[250,250],[250,12],[250,12]]", "model.waffleiron.outside_fov=crop"])
+    reader = build_reader(cfg.data, "valid")
+    sample = SegmentationDataset(reader, cfg.data, train=False, geometry=loader_geometry(cfg))[0]
+    pts = sample["points"].numpy()
+    sub = sample["sub_index"].numpy()
+    # the official kept points (ordered by voxel) -> our kept points (scan order)
+    theirs = feat[0, 1:4].T.astype(np.float32)  # x, y, z of the kept points
+    where = {p.tobytes(): k for k, p in enumerate(pts[sub, :3])}
+    perm = np.array([where[p.tobytes()] for p in theirs])  # official position -> position in sub_index
+    assert len(perm) == len(sub) and len(set(perm.tolist())) == len(sub)  # the same points are kept
+    np.testing.assert_array_equal(sample["plane_cells"].numpy()[perm], cell_ind[0].T)  # the same cells
+    # the same neighbours (their order may differ between equidistant ones: the embedding max-pools them)
+    np.testing.assert_array_equal(np.sort(perm[nbr[0].T], 1), np.sort(sample["knn"].numpy()[perm], 1))
+    np.testing.assert_array_equal(perm[upsample], sample["up_index"].numpy())  # up-sampling to all points
+    ours = build_model(cfg, 19).eval()
+    ours.load_trainable_state_dict(waffleiron_state(net.state_dict(), ours, cfg, "official", "waffleiron"))
+    with torch.no_grad():
+        ref = net(torch.from_numpy(feat).float(), torch.from_numpy(cell_ind).long(), torch.ones(1, feat.shape[-1]),
+                  torch.from_numpy(nbr).long())[0].T[torch.from_numpy(upsample).long()]  # (N, C)
+        got = ours(collate([sample]))["logits"]
+    diff, scale = (got - ref).abs().max().item(), ref.abs().max().item()
+    assert got.shape == (124668, 19) and diff <= 1e-5 * max(1.0, scale), (diff, scale)
+    with capsys.disabled():
+        print(f"\n[parity waffleiron, real scan 00/000000, loaders included] {len(sub)} kept of {len(pts)} points; "
+              f"max |ours - official| logits {diff:.3g} (scale {scale:.3g})")
