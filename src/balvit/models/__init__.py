@@ -6,13 +6,13 @@ backbone + rangevit + multivit), `data_fields` (the `data.*` settings that chang
 class map, intensity scale, projections) and `check(cfg)` (its own cross-field checks).
 
 Adding a model: one file with `class MyModel(SegModel)` (`from_config(cfg, num_classes)`) and
-`class MyModelConfig` (its section), a field `mymodel: MyModelConfig` in `ModelConfig` and one line in
-`MODELS`.
+`class MyModelConfig` (its section: `sections = ("mymodel",)` or with "backbone" first), and one line
+in `MODELS`; the `model.mymodel` config section follows from it (`ModelConfig` is made from `MODELS`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field, make_dataclass
 
 from ..config import DataConfig, differences, not_architecture_fields, to_dict
 from ..geometry import LoaderGeometry
@@ -26,21 +26,6 @@ from .vit import BackboneConfig
 from .waffleiron import WaffleIron, WaffleIronConfig
 
 
-@dataclass
-class ModelConfig:
-    """Config section `model`: which model (`name`) and every model's own section (only the chosen
-    model's sections matter: they alone are checked and compared with checkpoints)."""
-
-    name: str = "balvit"
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    balvit: BALViTConfig = field(default_factory=BALViTConfig)
-    waffleiron: WaffleIronConfig = field(default_factory=WaffleIronConfig)
-    rangevit: RangeViTConfig = field(default_factory=RangeViTConfig)
-    multivit: MultiViTConfig = field(default_factory=MultiViTConfig)
-    elite_student: ELiTeStudentConfig = field(default_factory=ELiTeStudentConfig)
-    elite_teacher: ELiTeTeacherConfig = field(default_factory=ELiTeTeacherConfig)
-
-
 MODELS: dict[str, tuple[type[SegModel], type]] = {
     "balvit": (BALViT, BALViTConfig),
     "rangevit": (RangeViT, RangeViTConfig),
@@ -49,6 +34,18 @@ MODELS: dict[str, tuple[type[SegModel], type]] = {
     "elite_student": (ELiTeStudent, ELiTeStudentConfig),
     "elite_teacher": (ELiTeTeacher, ELiTeTeacherConfig),
 }
+
+# the section of each model's own config class (its last section: MultiViT's is "multivit")
+MODELS_BY_SECTION: dict[str, type] = {cls.sections[-1]: cls for _, cls in MODELS.values()}
+
+# Config section `model`: which model (`name`), the image backbone, and every model's own section
+# (only the chosen model's sections matter: they alone are checked and compared with checkpoints)
+ModelConfig = make_dataclass(
+    "ModelConfig",
+    [("name", str, field(default="balvit")), ("backbone", BackboneConfig, field(default_factory=BackboneConfig))]
+    + [(section, cls, field(default_factory=cls)) for section, cls in MODELS_BY_SECTION.items()],
+)
+ModelConfig.__module__ = __name__
 
 
 def model_entry(name: str) -> tuple[type[SegModel], type]:
@@ -107,8 +104,6 @@ def model_signature(config: dict) -> dict:
         sig["data"][key] = node
     return sig
 
-
-MODELS_BY_SECTION: dict[str, type] = {cls.sections[-1]: cls for _, cls in MODELS.values()}
 
 
 def signature_differences(saved: dict, current: dict) -> list[tuple[str, object, object]]:
