@@ -24,12 +24,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SYN = REPO / "config" / "synthetic"
-TINY_DINO = ["model.backbone.name=tiny", "model.backbone.weights=random", "model.elite_teacher.image_size=[28,84]",
-             "model.elite_teacher.decoder_channels=[16,8]", "model.elite_teacher.peft=lora"]
-SMALL_STUDENT = ["data.range.height=16", "data.range.width=256", "data.augment.crop_width=128",
-                 "model.elite_student.channels=[8,16,16,16]", "model.elite_student.blocks=[1,1,1,1]",
-                 "model.elite_student.decoder_channels=8", "model.elite_student.point_channels=8",
-                 "model.elite_student.head_hidden=8", "data.num_workers=0", "elite.teacher_cache_mb=0"]
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import SMALL_STUDENT, TINY_DINO  # noqa: E402  (the tests' tiny ELiTe settings)
 COMMON = ["train.steps=3", "train.save_every=3", "train.log_every=1", "train.eval_every=0", "eval.pictures=0",
           "data.num_workers=0", "data.max_val_frames=2"]
 
