@@ -3,13 +3,21 @@
 Every command that runs a model works the same under `torchrun --nproc_per_node=N` (DDP) and as a
 single process. Errors in the input (a wrong config key, a missing file, a corrupt scan, a
 checkpoint of another model) end with one line naming the problem and exit status 2.
+
+Under torchrun (`report_error`) each failing process also writes that line into torchrun's error file
+(TORCHELASTIC_ERROR_FILE), so that the summary torchrun prints last shows it as the failure's
+"traceback"; rank 0 prints it, the other ranks leave it to that summary (an error every rank raises
+is printed once). torchrun itself then exits 1 (it has no way to pass a child's status on).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
+import time
 
 from .errors import BalvitError, ConfigError
 from .run_config import Config, load_config
@@ -263,8 +271,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except BalvitError as e:
-        print(f"balvit {args.command}: error: {e}", file=sys.stderr)
+        report_error(f"balvit {args.command}: error: {e}")
         return 2
+
+
+def report_error(line: str) -> None:
+    """Print an error line on stderr; under torchrun also write it into this process's error file
+    (torchrun's summary shows it), and print it on rank 0 only."""
+    rank = int(os.environ.get("RANK", "0") or 0)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:  # the format torch.distributed.elastic's ErrorHandler.record_exception writes
+        record = {"message": {"message": line, "extraInfo": {"py_callstack": line,
+                                                             "timestamp": str(int(time.time()))}}}
+        try:
+            with open(error_file, "w") as f:
+                json.dump(record, f)
+        except OSError:
+            error_file = None
+    if rank == 0 or not error_file:
+        print(f"[rank {rank}] {line}" if rank else line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..io import write_text
+from ..io import ensure_writable, write_text
 from .base import ScanDataset
 from .labels import IGNORE, load_yaml
 
@@ -277,6 +277,7 @@ def run_splits(
     percents = [float(p) for p in percents]
     for p in percents:
         stride_for(p)
+    ensure_writable(out_dir, "--out")  # before the dataset is read
     cmd_data = f" --data_root {data_root}" if data_root is not None else ""
     if sequences:
         cmd_data += f" --sequences {','.join(sequences)}"
