@@ -159,10 +159,12 @@ def test_case03_resuming_with_a_changed_config_is_refused_naming_the_field(base_
 
 @pytest.mark.parametrize("change,named", [("data.range.mean=[1,1,1,1,1]", "data.range.mean"),
                                           ("data.bev.radius_bins=16", "data.bev.radius_bins")])
-def test_case04_eval_refuses_data_settings_the_model_was_not_trained_with(base_run, kitti, change, named, capsys):
+def test_case04_eval_refuses_data_settings_the_model_was_not_trained_with(base_run, kitti, change, named, tmp_path,
+                                                                         capsys):
     rc, err, out = cli(capsys, "eval", TINY, "--data_root", kitti, "--checkpoint", base_run / "last.pt",
-                       "--no-progress", change)
+                       "--save_path", tmp_path / "eval", "--no-progress", change)
     assert rc == 2 and named in err and str(base_run / "last.pt") in err and "mIoU" not in out
+    assert not (tmp_path / "eval").exists()  # nothing written for a refused checkpoint
 
 
 def test_case05_a_missing_scan_whose_label_exists_is_refused(kitti, base_run, nusc, nusc_checkpoint, tmp_path, capsys):
@@ -397,6 +399,9 @@ def test_case15_smaller_messages(kitti, base_run, nusc_checkpoint, tmp_path, cap
     assert proc.returncode == 2 and "required: config, --save_path" in proc.stderr and "overrides" not in proc.stderr
     rc, err, _ = cli(capsys, "eval", TINY, "--data_root", kitti, "--checkpoint", base_run, "--no-progress")
     assert rc == 2 and "is a directory" in err and str(base_run / "best.pt") in err
+    rc, err, _ = cli(capsys, "eval", TINY, "--data_root", kitti, "--checkpoint", base_run / "last.pt", "--pictures", -1,
+                     "--save_path", tmp_path / "ev", "--no-progress")
+    assert rc == 2 and "--pictures" in err and not (tmp_path / "ev").exists()
     rc, err, _ = cli(capsys, "eval", TINY, "--data_root", kitti, "--checkpoint", nusc_checkpoint, "--no-progress")
     assert rc == 2 and "nuscenes (16 classes)" in err and "semantickitti (19 classes)" in err
 

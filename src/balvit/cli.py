@@ -32,6 +32,11 @@ def _config(args) -> Config:
     return load_config(args.config, overrides)
 
 
+def _not_negative(value: int | None, flag: str) -> None:
+    if value is not None and value < 0:
+        raise ConfigError(f"{flag} must be >= 0, got {value}")
+
+
 def cmd_train(args) -> int:
     from .engine import dist as D
     from .engine.log import setup_logging
@@ -58,6 +63,7 @@ def cmd_eval(args) -> int:
     from .engine.log import setup_logging
     from .engine.trainer import run_eval
 
+    _not_negative(args.pictures, "--pictures")
     info = D.init_distributed()
     setup_logging(info.rank)
     try:
@@ -74,6 +80,7 @@ def cmd_predict(args) -> int:
     from .engine.log import setup_logging
     from .engine.trainer import run_predict
 
+    _not_negative(args.pictures, "--pictures")
     info = D.init_distributed()
     setup_logging(info.rank)
     try:
@@ -157,6 +164,7 @@ def cmd_stats(args) -> int:
 def cmd_pseudolabels(args) -> int:
     from .data.pseudo_labels import write_pseudolabels
 
+    _not_negative(args.frames, "--frames")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = _config(args)
     result = write_pseudolabels(cfg, args.split, args.out, max_frames=args.frames, progress=not args.no_progress)

@@ -332,6 +332,8 @@ def _kitti_splits(out_dir: Path, percents: list[float], method: str, seed: int, 
         source = f"{len(frames)} frames found in {dataset.root}: " + ", ".join(f"{s}: {n}" for s, n in sorted(per_seq.items()))
         if dict(per_seq) != KITTI_TRAIN_COUNTS:
             print(f"note: {dataset.root} is not the complete official training set ({source})", file=sys.stderr)
+        if not dataset.has_labels:  # said, not silently left out
+            print(f"note: no class-presence statistics: {dataset.missing_labels()[0]}", file=sys.stderr)
     written: list[Path] = []
     cache: dict[int, tuple[np.ndarray, int]] = {}
     for p in percents:
@@ -350,6 +352,8 @@ def _nuscenes_splits(
         from .nuscenes import NuScenes
 
         dataset = NuScenes(data_root, "train", version=version)
+        if not dataset.has_labels:  # said, not silently left out
+            print(f"note: no class-presence statistics: {dataset.missing_labels()[0]}", file=sys.stderr)
         scene_pool = sorted(dataset.split_scenes)
         pool_text = f"{len(scene_pool)} official {dataset.split} scenes (nuscenes-devkit splits.py), sorted by name"
     elif method == "scenes":

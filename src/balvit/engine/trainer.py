@@ -30,7 +30,7 @@ from ..data.dataset import SegmentationDataset, StreamSampler, build_reader, col
 from ..data.labels import labels_for
 from ..data.preflight import check_or_raise
 from ..errors import DataError
-from ..io import check_writable, ensure_writable, write_json, write_text
+from ..io import check_writable, write_json, write_text
 from ..metrics import format_table, markdown_table
 from ..models import build_model
 from ..report import PictureWriter
@@ -307,8 +307,8 @@ def run_eval(cfg, checkpoint: str | Path, info: D.DistInfo, save_path: str | Pat
     set_threads(info)
     split = split or cfg.data.val_split
     out_dir = Path(save_path) if save_path else None
-    if out_dir is not None and info.is_main:
-        ensure_writable(out_dir, "--save_path")
+    if out_dir is not None and info.is_main:  # checked now, created when the first file is written
+        check_writable(out_dir, "--save_path")
     reader = build_reader(cfg.data, split)
     reader.require_labels(f"balvit eval (split {split!r})")
     if cfg.data.preflight:  # every listed frame's files by size, before the first one is evaluated
@@ -350,8 +350,8 @@ def run_predict(cfg, checkpoint: str | Path, info: D.DistInfo, out: str | Path, 
     """`balvit predict`: official-format prediction files (atomic) for every frame of a split."""
     set_threads(info)
     out = Path(out)
-    if info.is_main:
-        ensure_writable(out, "--out")
+    if info.is_main:  # checked now, created when the first file is written
+        check_writable(out, "--out")
     reader = build_reader(cfg.data, split)
     if cfg.data.preflight:  # every scan by size before the first prediction (labels are not needed)
         check_or_raise(cfg, [split], labels=False)
