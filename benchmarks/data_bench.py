@@ -56,7 +56,7 @@ def main() -> None:
 
     from balvit.run_config import load_config
     from balvit.data.dataset import SegmentationDataset, build_reader
-    from balvit.data.projection import polar_cells, range_image
+    from balvit.geometry import polar_cells, range_image
 
     root = args.data or str(synthetic_kitti(Path(tempfile.gettempdir()) / f"balvit_bench_kitti{args.frames}", frames=args.frames))
     cfg = load_config(REPO / "config/kitti.yaml", [f"data.root={root}", "data.val_sequences=['08']"])

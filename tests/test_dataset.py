@@ -41,6 +41,12 @@ def test_training_crop_drops_points_outside_and_reindexes(cfg, memory_scans):
     # the kept points are the original points (up to augmentation) selected by point_index
     orig = torch.from_numpy(memory_scans.load_points(0))
     assert torch.allclose(s["points"][:, 3], orig[s["point_index"], 3])
+    # continuous coordinates in the crop: they floor to the pixel (inside the field of view)
+    coord = s["rv_coord"]
+    inside = (coord[:, 0] >= 0) & (coord[:, 0] < cfg.range.height)
+    assert inside.float().mean() > 0.9
+    assert torch.equal(coord[inside].floor().long(), s["rv_rc"][inside])
+    assert (coord[:, 1] >= 0).all() and (coord[:, 1] < w).all()
 
 
 def test_augmentation_is_a_function_of_seed_epoch_and_index(cfg, memory_scans):

@@ -10,7 +10,7 @@ from balvit.run_config import load_config
 from balvit.data.camera import load_image, load_mask, pixel_index, project_points
 from balvit.data.dataset import SegmentationDataset
 from balvit.data.nuscenes import NuScenes
-from balvit.data.projection import range_image
+from balvit.geometry import range_image
 from balvit.data.semantickitti import SemanticKITTI
 from balvit.engine.trainer import Trainer, run_eval
 from conftest import CPU, REPO, generated_dataset
@@ -71,7 +71,7 @@ def test_nuscenes_reader_reads_the_generated_dataset(nusc):
 def test_generate_read_project_back_to_points(kitti):
     reader = SemanticKITTI(kitti, "valid")
     pts = reader.load_points(0)
-    image, rc, index = range_image(pts, 16, 256, 3.0, -25.0)
+    image, rc, index, _ = range_image(pts, 16, 256, 3.0, -25.0)
     shown = index[index >= 0]
     np.testing.assert_array_equal(image[1:5][:, index >= 0].T, pts[shown])
     assert (index[rc[shown, 0], rc[shown, 1]] == shown).all()

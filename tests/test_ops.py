@@ -1,6 +1,8 @@
+"""models/ops.py: scatter / gather against loops."""
+
 import torch
 
-from balvit.models.ops import gather_grid, scatter_max, scatter_mean, to_grid
+from balvit.models.ops import gather_grid, inverse_counts, scatter_count, scatter_max, scatter_mean, to_grid
 
 
 def test_scatter_max_and_mean_equal_loops():
@@ -8,7 +10,7 @@ def test_scatter_max_and_mean_equal_loops():
     src = torch.randn(200, 5)
     idx = torch.randint(0, 30, (200,))
     mx = scatter_max(src, idx, 40)
-    mean, count = scatter_mean(src, idx, 40)
+    mean, count = scatter_mean(src, idx, 40), scatter_count(idx, 40)
     for cell in range(40):
         members = src[idx == cell]
         if len(members):
@@ -17,6 +19,27 @@ def test_scatter_max_and_mean_equal_loops():
             assert count[cell] == len(members)
         else:
             assert (mx[cell] == 0).all() and (mean[cell] == 0).all() and count[cell] == 0
+
+
+def test_scatter_mean_with_shared_inverse_counts_equals_a_naive_loop():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randn(60, 5, generator=g, dtype=torch.float64)
+    cells = torch.randint(0, 23, (60,), generator=g)  # some of the 23 cells stay empty
+    expected = torch.zeros(23, 5, dtype=torch.float64)
+    for c in range(23):
+        members = [tokens[i] for i in range(60) if cells[i] == c]
+        if members:
+            expected[c] = sum(members) / len(members)
+    assert (cells.bincount(minlength=23) == 0).any()
+    torch.testing.assert_close(scatter_mean(tokens, cells, 23), expected)
+    torch.testing.assert_close(scatter_mean(tokens, cells, 23, inverse_counts(cells, 23)), expected)
+    # gradients of both paths agree too
+    a = tokens.clone().requires_grad_()
+    b = tokens.clone().requires_grad_()
+    w = torch.randn(23, 5, generator=g, dtype=torch.float64)
+    (scatter_mean(a, cells, 23) * w).sum().backward()
+    (scatter_mean(b, cells, 23, inverse_counts(cells, 23)) * w).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)
 
 
 def test_gather_grid_reads_the_right_cells():

@@ -9,8 +9,9 @@ import torch.nn as nn
 
 from balvit.run_config import load_config
 from balvit.models import build_model
+from balvit.geometry import knn_torch
+from balvit.models.kpconv import KPConv, kpconv_reference
 from balvit.models.vit import FoundationViT
-from balvit.models.kpconv import KPConv, knn_indices, kpconv_reference
 from balvit.models.rangevit import sliding_windows
 from balvit.tasks import SegmentationTask
 from conftest import REPO, batch_of, config_of
@@ -167,25 +168,26 @@ def test_bilinear_point_sampling_reads_pixel_centres_also_in_crops():
     assert torch.allclose(got[:, 0], cols - 100.5, atol=1e-3) and torch.allclose(got[:, 1], rows - 0.5, atol=1e-3)
 
 
-def test_knn_backends_agree_and_start_with_the_point_itself():
-    torch.manual_seed(0)
-    pts = torch.randn(300, 3) * 5
-    offsets = torch.tensor([0, 120, 300])
-    a = knn_indices(pts, offsets, 7, "kdtree")
-    b = knn_indices(pts, offsets, 7, "torch", chunk=50)
-    assert torch.equal(a[:, 0], torch.arange(300))
-    assert torch.equal(a.sort(1).values, b.sort(1).values)
-    assert (a[:120] < 120).all() and (a[120:] >= 120).all()  # neighbours stay in their own scan
-    d = (pts[a] - pts[:, None]).norm(dim=-1)
-    assert (d[:, 1:] >= d[:, :-1] - 1e-6).all()  # sorted by distance
-    brute = (pts[:120, None] - pts[None, :120]).norm(dim=-1).topk(7, largest=False).values
-    assert torch.allclose(d[:120], brute, atol=1e-5)
+def test_the_loader_gives_the_point_coordinates_and_neighbours_the_model_would_compute():
+    cfg = cfg_of("data.sampling.neighbors=6")
+    model = build_model(cfg, 19).eval()
+    for train in (True, False):
+        batch = batch_of(cfg, [700, 900], train=train)
+        feat = torch.randn(2, 3, *batch["rv"].shape[-2:])
+        no_coord = {k: v for k, v in batch.items() if k != "rv_coord"}
+        torch.testing.assert_close(model.point_features(feat, batch), model.point_features(feat, no_coord),
+                                   atol=1e-4, rtol=0)  # numpy vs torch atan2: < 1e-4 pixel
+        assert batch["knn"].shape == (len(batch["points"]), 7)
+        nb = model.neighbours(batch)
+        assert torch.equal(nb, knn_torch(batch["points"], batch["offsets"], 7))  # the same query, in the loader
+    fewer = batch_of(cfg_of("data.sampling.neighbors=3"), [700], train=False)
+    assert torch.equal(model.neighbours(fewer), knn_torch(fewer["points"], fewer["offsets"], 7))  # too few: computed
 
 
 def test_kpconv_equals_a_naive_loop_and_passes_gradcheck():
     torch.manual_seed(0)
     pts = torch.rand(40, 3, dtype=torch.float64) * 2.0
-    nb = knn_indices(pts, torch.tensor([0, 40]), 7)
+    nb = knn_torch(pts, torch.tensor([0, 40]), 7)
     conv = KPConv(5, 4, num_kernel_points=15, radius=0.6, extent=1.2, chunk=16).double()
     feats = torch.randn(40, 5, dtype=torch.float64)
     got = conv(pts, feats, nb)
@@ -196,7 +198,7 @@ def test_kpconv_equals_a_naive_loop_and_passes_gradcheck():
     small = KPConv(2, 2, chunk=8).double()
     f = torch.randn(12, 2, dtype=torch.float64, requires_grad=True)
     p12 = pts[:12]
-    n12 = knn_indices(p12, torch.tensor([0, 12]), 7)
+    n12 = knn_torch(p12, torch.tensor([0, 12]), 7)
     assert torch.autograd.gradcheck(lambda x: small(p12, x, n12), (f,))
 
 

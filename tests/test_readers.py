@@ -259,6 +259,20 @@ def test_nuscenes_points_rotated_into_library_frame(nus):
     np.testing.assert_array_equal(pts[:, 2:4], raw[:, 2:4])  # z, intensity 0..255
 
 
+def test_nuscenes_points_in_the_lidar_top_frame_keep_cameras_consistent(nus):
+    root, data = nus
+    lib = NuScenes(root, "train", version=NUS_VERSION, cameras=True)
+    raw_frame = NuScenes(root, "train", version=NUS_VERSION, cameras=True, frame="lidar_top")
+    raw = data["points"][lib.frames[0]]
+    np.testing.assert_array_equal(raw_frame.load_points(0), raw[:, :4])  # as stored: x right, y forward
+    uv_lib, ok_lib = project_points(lib.load_points(0)[:, :3], lib.load_cameras(0)[0])
+    uv_raw, ok_raw = project_points(raw_frame.load_points(0)[:, :3], raw_frame.load_cameras(0)[0])
+    np.testing.assert_allclose(uv_raw[ok_raw], uv_lib[ok_lib], atol=1e-6)  # the same pixels either way
+    assert (ok_raw == ok_lib).all() and ok_lib.any()
+    with pytest.raises(DataError, match="point frame"):
+        NuScenes(root, "train", version=NUS_VERSION, frame="ego")
+
+
 def _expected_train_ids(names) -> list[int]:
     cats = load_yaml("nuscenes")["categories"]
     classes = [c["name"] for c in load_yaml("nuscenes")["classes"]]

@@ -9,7 +9,8 @@ from scipy.spatial import cKDTree
 from balvit.run_config import load_config
 from balvit.data.dataset import SegmentationDataset, collate
 from balvit.data.mixed import MixedDataset
-from balvit.data.sampling import knn, point_subset, voxel_subsample
+from balvit.data.sampling import point_subset, voxel_subsample
+from balvit.geometry import knn
 from conftest import MemoryScans
 
 CFG = ["data.sampling.voxel_size=0.5", "data.sampling.max_points=400", "data.sampling.neighbors=5",
@@ -17,7 +18,8 @@ CFG = ["data.sampling.voxel_size=0.5", "data.sampling.max_points=400", "data.sam
 
 
 def voxel_keys(xyz, size):
-    return [tuple(k) for k in np.floor(xyz / size).astype(np.int64)]
+    """Voxel of every point on the grid that starts at the scan's minimum corner."""
+    return [tuple(k) for k in np.floor((xyz - xyz.min(0)) / size).astype(np.int64)]
 
 
 def test_voxel_subsample_keeps_one_point_per_voxel():
@@ -37,10 +39,21 @@ def test_voxel_subsample_keeps_one_point_per_voxel():
     assert np.array_equal(voxel_subsample(xyz, 0.0), np.arange(500))
 
 
-def test_knn_excludes_the_point_itself_and_pads_small_scans():
+def test_voxels_are_those_of_the_official_voxelize():
+    rng = np.random.default_rng(4)
+    xyz = rng.uniform(-30, 30, size=(20000, 3)).astype(np.float32)
+    xyz[:500] = np.round(xyz[:500] * 10) / 10  # points on voxel boundaries
+    # valeoai/WaffleIron utils/transforms.py Voxelize (random=False), restated
+    shift = xyz - xyz.min(0, keepdims=True)
+    _, first = np.unique((shift / 0.1).astype("int"), return_index=True, axis=0)
+    np.testing.assert_array_equal(voxel_subsample(xyz, 0.1), np.sort(first))
+    np.testing.assert_array_equal(voxel_subsample(xyz.astype(np.float64), 0.1), np.sort(first))
+
+
+def test_knn_starts_with_the_point_itself_and_pads_small_scans():
     xyz = np.array([[0.0, 0, 0], [1, 0, 0], [3, 0, 0]])
-    assert knn(xyz, 1).tolist() == [[1], [0], [1]]
-    assert knn(xyz, 4).tolist() == [[1, 2, 2, 2], [0, 2, 2, 2], [1, 0, 0, 0]]
+    assert knn(xyz, 2).tolist() == [[0, 1], [1, 0], [2, 1]]
+    assert knn(xyz, 5).tolist() == [[0, 1, 2, 2, 2], [1, 0, 2, 2, 2], [2, 1, 0, 0, 0]]
 
 
 def test_training_samples_are_voxelised_and_capped_with_consistent_labels():
@@ -53,13 +66,13 @@ def test_training_samples_are_voxelised_and_capped_with_consistent_labels():
     original = scans.load_points(0)
     labels = scans.load_labels(0)
     idx = s["point_index"].numpy()
-    assert len(set(voxel_keys(s["points"][:, :3].numpy(), 0.5))) == n  # one point per voxel (augmented frame)
     np.testing.assert_array_equal(s["points"][:, 3].numpy(), original[idx, 3])  # point_index follows the points
     np.testing.assert_array_equal(s["labels"].numpy(), labels[idx])
-    # the neighbours are the 5 nearest among the kept (augmented) points
+    # the point itself, then the 5 nearest among the kept (augmented) points
+    assert s["knn"].shape == (n, 6) and torch.equal(s["knn"][:, 0], torch.arange(n))
     d_ref, _ = cKDTree(s["points"][:, :3].numpy()).query(s["points"][:, :3].numpy(), k=6)
     d = np.linalg.norm(s["points"][s["knn"], :3].numpy() - s["points"][:, None, :3].numpy(), axis=2)
-    np.testing.assert_allclose(np.sort(d, 1), d_ref[:, 1:], atol=1e-5)
+    np.testing.assert_allclose(d, d_ref, atol=1e-5)
     # another epoch draws another subset; the same (frame, epoch) the same one
     assert not torch.equal(ds[(0, 1)]["point_index"], s["point_index"])
     assert torch.equal(ds[(0, 0)]["point_index"], s["point_index"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.spatial import cKDTree
 
 from balvit.run_config import load_config
 from balvit.data.dataset import SegmentationDataset, collate
@@ -14,9 +13,10 @@ from balvit.engine.checkpoint import init_model_from, save_checkpoint
 from balvit.engine.optim import build_optimizer
 from balvit.engine.trainer import Trainer, run_eval
 from balvit.errors import CheckpointError, ConfigError
-from balvit.models import build_model
+from balvit.models import build_model, loader_geometry
 from balvit.models.base import SegModel
-from balvit.models.waffleiron import DropPath, cell_weights, knn_indices, plane_cells, scatter_mean
+from balvit.geometry import PlaneGrid
+from balvit.models.waffleiron import DropPath
 from balvit.tasks import SegmentationTask
 from conftest import CPU, MemoryScans
 from fakedata import write_kitti
@@ -34,51 +34,34 @@ def tiny_cfg(*more):
     return load_config(None, [*TINY, *more])
 
 
-def test_scatter_mean_equals_a_naive_loop():
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randn(60, 5, generator=g, dtype=torch.float64)
-    cells = torch.randint(0, 23, (60,), generator=g)  # some of the 23 cells stay empty
-    expected = torch.zeros(23, 5, dtype=torch.float64)
-    for c in range(23):
-        members = [tokens[i] for i in range(60) if cells[i] == c]
-        if members:
-            expected[c] = sum(members) / len(members)
-    assert (cells.bincount(minlength=23) == 0).any()
-    torch.testing.assert_close(scatter_mean(tokens, cells, 23), expected)
-    torch.testing.assert_close(scatter_mean(tokens, cells, 23, cell_weights(cells, 23)), expected)
-    # gradients of both paths agree too
-    a = tokens.clone().requires_grad_()
-    b = tokens.clone().requires_grad_()
-    w = torch.randn(23, 5, generator=g, dtype=torch.float64)
-    (scatter_mean(a, cells, 23) * w).sum().backward()
-    (scatter_mean(b, cells, 23, cell_weights(cells, 23)) * w).sum().backward()
-    torch.testing.assert_close(a.grad, b.grad)
-
-
 def test_plane_cells_by_hand():
-    fov_min, fov_max = torch.tensor([-10.0, -10.0, -2.0]), torch.tensor([10.0, 10.0, 2.0])
-    xyz = torch.tensor([[-10.0, -10.0, -2.0], [9.99, 0.0, 1.0], [0.0, 5.0, 0.5], [30.0, -30.0, 9.0]])
-    batch = torch.tensor([0, 0, 1, 1])
+    fov = ((-10.0, -10.0, -2.0), (10.0, 10.0, 2.0))
+    xyz = np.array([[-10.0, -10.0, -2.0], [9.99, 0.0, 1.0], [0.0, 5.0, 0.5], [30.0, -30.0, 9.0]], np.float32)
     # (x, y) plane 4 x 8: cells of 5 m x 2.5 m; the last point is outside and lands on the border
-    cells = plane_cells(xyz, batch, 2, (4, 8), fov_min, fov_max)
-    expected = [(0, 0, 0), (0, 3, 4), (1, 2, 6), (1, 3, 0)]
-    assert cells.tolist() == [(b * 4 + r) * 8 + c for b, r, c in expected]
+    assert PlaneGrid(2, (4, 8), *fov).cells(xyz).tolist() == [r * 8 + c for r, c in [(0, 0), (3, 4), (2, 6), (3, 0)]]
     # (y, z) plane (axis 0 dropped) 2 x 2
-    cells = plane_cells(xyz, batch, 0, (2, 2), fov_min, fov_max)
-    assert cells.tolist() == [(0 * 2 + 0) * 2 + 0, (0 * 2 + 1) * 2 + 1, (1 * 2 + 1) * 2 + 1, (1 * 2 + 0) * 2 + 1]
+    assert PlaneGrid(0, (2, 2), *fov).cells(xyz).tolist() == [0, 1 * 2 + 1, 1 * 2 + 1, 0 * 2 + 1]
 
 
-def test_torch_knn_matches_a_kd_tree_per_scan():
-    rng = np.random.default_rng(1)
-    xyz = rng.uniform(-5, 5, size=(300, 3)).astype(np.float32)
-    batch = np.repeat([0, 1], [180, 120])
-    got = knn_indices(torch.from_numpy(xyz), torch.from_numpy(batch), k=5, chunk=64).numpy()
-    for b in (0, 1):
-        idx = np.nonzero(batch == b)[0]
-        assert np.isin(got[idx], idx).all()  # neighbours stay inside their scan
-        d_ref, _ = cKDTree(xyz[idx]).query(xyz[idx], k=6)
-        d_got = np.linalg.norm(xyz[got[idx]] - xyz[idx][:, None], axis=2)
-        np.testing.assert_allclose(np.sort(d_got, 1), d_ref[:, 1:], atol=1e-5)
+def test_the_loader_computes_the_plane_cells_the_model_would():
+    cfg = tiny_cfg()
+    geometry = loader_geometry(cfg)
+    assert [p.axis for p in geometry.planes] == [2, 1, 0]
+    scans = MemoryScans([900, 1300], seed=3)
+    ds = SegmentationDataset(scans, cfg.data, train=False, geometry=geometry)
+    batch = collate([ds[0], ds[1]])
+    m = len(batch["sub_index"])
+    assert batch["plane_cells"].shape == (m, 3)
+    xyz = batch["points"][batch["sub_index"], :3]
+    for k, plane in enumerate(geometry.planes):
+        assert torch.equal(batch["plane_cells"][:, k], plane.cells_torch(xyz))
+    model = build_model(cfg, 19).eval()
+    with torch.no_grad():
+        with_cells = model(batch)["logits"]
+        without = model({k: v for k, v in batch.items() if k != "plane_cells"})["logits"]
+    assert torch.equal(with_cells, without)
+    with pytest.raises(ValueError, match="plane_cells"):
+        model({**batch, "plane_cells": batch["plane_cells"][:, :2]})
 
 
 def test_forward_backward_and_every_point_gets_its_nearest_kept_points_logits():
@@ -224,3 +207,27 @@ def test_waffleiron_config_errors():
         tiny_cfg("model.waffleiron.fov=[[1,1,1],[0,2,2]]")
     with pytest.raises(ConfigError, match="data.sampling.neighbors"):
         tiny_cfg("data.sampling.neighbors=5")
+
+
+def test_outside_fov_crop_keeps_those_points_out_of_the_model_but_predicts_them():
+    cfg = tiny_cfg("model.waffleiron.outside_fov=crop", "model.waffleiron.fov=[[-10,-10,-4],[10,10,4]]")
+    geometry = loader_geometry(cfg)
+    scans = MemoryScans([900, 1300], seed=3)
+    lo, hi = np.array([-10.0, -10.0, -4.0]) + 1e-4, np.array([10.0, 10.0, 4.0]) - 1e-4
+    inside = lambda p: ((p[:, :3] > lo) & (p[:, :3] < hi)).all(1)  # noqa: E731
+    train = SegmentationDataset(scans, cfg.data, train=True, geometry=geometry)[(0, 0)]
+    assert inside(train["points"].numpy()).all() and len(train["points"]) > 0  # training drops the others
+    ev = SegmentationDataset(scans, cfg.data, train=False, geometry=geometry)
+    s = ev[1]
+    pts = s["points"].numpy()
+    assert len(pts) == 1300 and not inside(pts).all()  # every point stays in the sample (metrics, predictions)
+    assert inside(pts[s["sub_index"].numpy()]).all()  # the model runs on points inside only
+    kept = pts[s["sub_index"].numpy()][s["up_index"].numpy()]
+    nearest = np.linalg.norm(pts[:, None, :3] - pts[s["sub_index"].numpy()][None, :, :3], axis=2).min(1)
+    np.testing.assert_allclose(np.linalg.norm(kept[:, :3] - pts[:, :3], axis=1), nearest, atol=1e-5)
+    model = build_model(cfg, 19).eval()
+    with torch.no_grad():
+        assert model(collate([s]))["logits"].shape == (1300, 19)
+    border = SegmentationDataset(scans, tiny_cfg("model.waffleiron.fov=[[-10,-10,-4],[10,10,4]]").data, train=False,
+                                 geometry=loader_geometry(tiny_cfg("model.waffleiron.fov=[[-10,-10,-4],[10,10,4]]")))[1]
+    assert len(border["sub_index"]) > len(s["sub_index"])  # "border": outside points are kept

@@ -1,4 +1,4 @@
-"""Command line: balvit train | eval | predict | check | info | stats | generate | splits | pseudolabels.
+"""Command line: balvit train | eval | predict | check | info | stats | generate | splits | pseudolabels | convert.
 
 Every command that runs a model works the same under `torchrun --nproc_per_node=N` (DDP) and as a
 single process. Errors in the input (a wrong config key, a missing file, a corrupt scan, a
@@ -175,6 +175,16 @@ def cmd_pseudolabels(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    """An official WaffleIron / ScaLR / RangeViT checkpoint -> a balvit checkpoint (balvit/convert.py)."""
+    from .convert import convert
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    summary = convert(args.source, args.checkpoint, _config(args), args.out)
+    print(f"wrote {summary['out']}: {summary['official_tensors']} official tensors -> {summary['tensors']} of ours")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="balvit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -259,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--frames", type=int, default=0, help="only the first N frames (0: all)")
     pl.set_defaults(fn=cmd_pseudolabels)
 
+    cv = sub.add_parser("convert", help="an official WaffleIron / ScaLR / RangeViT checkpoint -> a balvit checkpoint")
+    cv.add_argument("--from", dest="source", required=True, choices=["waffleiron", "scalr", "rangevit"])
+    cv.add_argument("checkpoint", help="the authors' released checkpoint (.pth)")
+    cv.add_argument("--config", required=True, help="YAML config of the same architecture (e.g. config/baselines/...)")
+    cv.add_argument("--out", required=True, help="the balvit checkpoint to write")
+    cv.set_defaults(fn=cmd_convert, data_root=None, overrides=[])
     return p
 
 

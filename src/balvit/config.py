@@ -58,6 +58,13 @@ class RangeViewConfig:
     width: int = 2048  # azimuth steps (columns)
     fov_up: float = 3.0  # degrees, top of the vertical field of view
     fov_down: float = -25.0  # degrees, bottom
+    # image row of a point: "fov" from its elevation in fov_up..fov_down; "ring" its laser ring (nuScenes
+    # .pcd.bin 5th float; ring 0 = the bottom row, so height must be the sensor's ring count): exact,
+    # one ring per row
+    rows: Literal["fov", "ring"] = "fov"
+    # points nearer than this (metres; the ego vehicle's own returns) keep a pixel and a prediction but
+    # never show in the image, so they hide nothing behind them (0: off)
+    min_range: float = 0.0
     # per-channel normalisation of (range, x, y, z, intensity); the mask channel stays 0/1
     mean: list[float] = field(default_factory=lambda: [12.12, 10.88, 0.23, -1.04, 0.21])
     std: list[float] = field(default_factory=lambda: [12.32, 11.47, 6.91, 0.86, 0.16])
@@ -129,8 +136,9 @@ class PointSamplingConfig:
     Training: one random point per voxel and at most `max_points` random points are kept (the
     others are dropped from the sample, like a crop). Evaluation keeps every point: the model runs
     on one point per voxel (`sub_index`) and every original point reads the output of its nearest
-    kept point (`up_index`). `neighbors` > 0 adds the k nearest kept neighbours of each kept point
-    (`knn`). All zero: nothing is added to the sample.
+    kept point (`up_index`). `neighbors` = k > 0 adds `knn` (M, 1 + k): each kept point itself, then
+    its k nearest kept points (balvit.geometry.knn; WaffleIron's embedding, RangeViT's KPConv with
+    k = 6). All zero: nothing is added to the sample.
     """
 
     voxel_size: float = 0.0  # metres (0: no voxel down-sampling)
@@ -187,6 +195,9 @@ class DataConfig:
     # before step 1, check every file of the splits by size (data/preflight.py); false skips it
     preflight: bool = True
     cameras: bool = False  # load camera images and point->pixel mappings
+    # nuScenes points: "library" (x forward, y left: rotated from LIDAR_TOP) or "lidar_top" (as stored: x right,
+    # y forward), the frame the official WaffleIron / ScaLR / RangeViT code and so their checkpoints use
+    nuscenes_frame: Literal["library", "lidar_top"] = "library"
     max_val_frames: int = 0  # evaluate on the first N validation frames only (0: all)
     num_workers: int = 2  # data-loader worker processes (0: load in the main process)
     range: RangeViewConfig = field(default_factory=RangeViewConfig)
@@ -568,6 +579,9 @@ def check_augment(data: DataConfig, task: str) -> None:
                               "min_instance_points >= 1 and cluster_radius > 0")
         if not mix.classes or (mix.cutmix and not mix.ground_classes):
             raise ConfigError("data.augment.mix needs classes (and ground_classes for cutmix)")
+        if data.range.rows == "ring":
+            raise ConfigError("data.augment.mix (polarmix / cutmix) needs data.range.rows=fov: pasted points carry no "
+                              "laser ring")
         camera_tasks = ("distill", "multivit_camera", "multivit_joint", "elite_teacher", "elite_student")
         if data.cameras or task in camera_tasks:
             raise ConfigError(f"data.augment.mix (polarmix / cutmix) cannot be used with camera views (task {task}, "

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from .config import DataConfig
 from .data.labels import IGNORE, LabelSpec
-from .data.projection import closest_per_cell
+from .geometry import closest_per_cell
 from .io import save_figure, save_image, write_text
 from .metrics import markdown_table
 

@@ -76,6 +76,11 @@ class ScanDataset(ABC):
         root = getattr(self, "root", None)
         return f"{self.name} {self.split!r} split" + (f" under {root}" if root is not None else "")
 
+    def load_rings(self, i: int) -> np.ndarray | None:
+        """int64 (N,) laser ring of every point of frame i (0 = lowest beam), or None when the format
+        stores none (the range view then takes its rows from the field of view)."""
+        return None
+
     def scan_path(self, i: int) -> Path:
         """The point file of frame i (for error messages)."""
         return Path(f"{self.name} frame {self.frames[i]}")

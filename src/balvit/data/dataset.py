@@ -6,8 +6,13 @@ A sample (all torch tensors unless noted):
     point_index  (N,)   int64     index of each point in the original scan (crops drop points); -1 for
                                   points pasted from other scans by data.augment.mix (training only)
     rv           (6, H, W) float32 range, x, y, z, intensity normalised by data.range.mean/std, mask
-    rv_rc        (N, 2) int64     (row, col) of every point in `rv`
-    rv_index     (H, W) int64     point shown by each pixel, -1 where empty
+    rv_rc        (N, 2) int64     (row, col) of every point in `rv` (rows: the laser ring where the
+                                  data.range.rows is "ring", else from the field of view)
+    rv_coord     (N, 2) float32   continuous (row, col) of every point in `rv` (balvit.geometry: floor =
+                                  rv_rc inside the image; a ring row's centre is row + 0.5)
+    rv_index     (H, W) int64     point shown by each pixel (the closest), -1 where empty; points nearer
+                                  than data.range.min_range (the ego vehicle) are never shown, but keep
+                                  their rv_rc / rv_coord and get a prediction like every point
     rv_col0      int              first column of the crop in the full-width image (0 without crop)
     bev_cell     (N, 2) int64     (radius bin, azimuth bin) of the polar BEV grid
     frame        str              frame id; index (int) position in the reader
@@ -16,9 +21,14 @@ A sample (all torch tensors unless noted):
                                   or the views a task asks for (one random camera, resized, labelled, ...)
   with data.sampling (point-based models; see data/sampling.py):
     sub_index    (M,)   int64     points the model runs on (one per voxel in evaluation; all in training,
-                                  where voxelisation and data.sampling.max_points already dropped points)
+                                  where voxelisation and data.sampling.max_points already dropped points;
+                                  only those inside the model's LoaderGeometry.crop box, if it has one)
     up_index     (N,)   int64     for every point, its nearest point among sub_index (position in sub_index)
-    knn          (M, k) int64     k nearest neighbours of each sub_index point (positions in sub_index)
+    knn          (M, 1 + k) int64 each sub_index point itself, then its k = data.sampling.neighbors
+                                  nearest sub_index points (positions in sub_index; balvit.geometry.knn)
+  with a model's `LoaderGeometry` (balvit.models.loader_geometry(cfg)):
+    plane_cells  (M, P) int64     WaffleIron: cell (row * W + col) of each point the model runs on
+                                  (sub_index, or all points) in each of its P planes (geometry.PlaneGrid)
 
 Everything is computed once here, in the loader workers, so models only gather with these indices
 and evaluation always happens on the original points.
@@ -36,10 +46,10 @@ from torch.utils.data import Dataset, Sampler
 
 from ..config import DataConfig, ExtraDataConfig
 from ..errors import DataError
+from ..geometry import LoaderGeometry, polar_cells, range_image
 from .base import ScanDataset
 from .labels import IGNORE
 from .mixed import MixedDataset
-from .projection import polar_cells, range_image
 from .sampling import cap_points, point_subset, voxel_subsample
 from .mixing import build_mixer
 from .transforms import augment_points, crop_start, mix_rng, sample_rng
@@ -64,7 +74,7 @@ def build_reader(cfg: DataConfig, split: str, frames: list[str] | None = None) -
         from .nuscenes import NuScenes
 
         return NuScenes(cfg.root, split, version=cfg.version, frames=frames, cameras=cfg.cameras,
-                        nan_policy=cfg.nan_policy)
+                        nan_policy=cfg.nan_policy, frame=cfg.nuscenes_frame)
     raise DataError(f"unknown dataset {cfg.dataset!r}")
 
 
@@ -115,13 +125,27 @@ def mixed_training_set(readers: list[tuple[ScanDataset, DataConfig, str]], make,
     return sets[0] if len(sets) == 1 else MixedDataset(sets)
 
 
+def load_rings(reader: ScanDataset, rv, i: int) -> np.ndarray | None:
+    """(N,) laser rings of frame i under data.range.rows "ring" (a DataError when the reader has
+    none), None under "fov"."""
+    if rv.rows != "ring":
+        return None
+    ring = reader.load_rings(i)
+    if ring is None:
+        raise DataError(f"{reader.scan_path(i)}: data.range.rows=ring, but {reader.name} scans store no ring "
+                        f"index (use data.range.rows=fov)")
+    return ring
+
+
 class SegmentationDataset(Dataset):
-    """Reader + projections (+ augmentation when `train`) -> sample dicts."""
+    """Reader + projections (+ augmentation when `train`) -> sample dicts.
+
+    `geometry`: the model's extra per-point maps (`balvit.models.loader_geometry(cfg)`), e.g.
+    WaffleIron's plane cells; empty: none. `views`: the camera views every sample carries (None:
+    every camera's full image when data.cameras is set, else none)."""
 
     def __init__(self, reader: ScanDataset, cfg: DataConfig, train: bool, seed: int = 0,
-                 views: CameraViews | None = None):
-        """views: the camera views every sample carries (None: every camera's full image when
-        data.cameras is set, else none)."""
+                 views: CameraViews | None = None, geometry: LoaderGeometry = LoaderGeometry()):
         self.reader = reader
         self.cfg = cfg
         self.train = train
@@ -129,12 +153,26 @@ class SegmentationDataset(Dataset):
         if views is None and cfg.cameras:
             views = CameraViews(reader, which="all", train=train, seed=seed)
         self.views = views
+        self.geometry = geometry
         self.mean = np.asarray(cfg.range.mean, dtype=np.float32)[:, None, None]
         self.std = np.asarray(cfg.range.std, dtype=np.float32)[:, None, None]
         self.mixer = build_mixer(reader, cfg, train)  # CutMix / PolarMix (data/mixing.py); None when off
 
     def __len__(self) -> int:
         return len(self.reader)
+
+    def rings(self, i: int) -> np.ndarray | None:
+        """The laser ring of every point of frame i when the range-view rows come from it
+        (data.range.rows "ring"), else None."""
+        return load_rings(self.reader, self.cfg.range, i)
+
+    def project(self, points: np.ndarray, ring: np.ndarray | None, i: int):
+        rv = self.cfg.range
+        try:
+            return range_image(points, rv.height, rv.width, rv.fov_up, rv.fov_down, ring=ring,
+                               min_range=rv.min_range, source=str(self.reader.scan_path(i)))
+        except ValueError as exc:
+            raise DataError(str(exc)) from exc
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """key = frame index, or (frame index, epoch) from `StreamSampler` (seeds the augmentation)."""
@@ -156,6 +194,7 @@ class SegmentationDataset(Dataset):
             labels = np.full(len(points), IGNORE, dtype=np.int64)
         points = points.astype(np.float32, copy=True)
         points[:, 3] *= cfg.intensity_scale
+        ring = self.rings(i)
 
         aug = cfg.augment
         c0, cw = 0, cfg.range.width
@@ -171,23 +210,35 @@ class SegmentationDataset(Dataset):
         sp = cfg.sampling
         if self.train and (sp.voxel_size > 0 or sp.max_points > 0):  # drop points, like a crop
             if cw != cfg.range.width:  # crop first, so that the cap counts the points of the crop
-                _, rc, _ = range_image(points, cfg.range.height, cfg.range.width, cfg.range.fov_up, cfg.range.fov_down)
+                rc = self.project(points, ring, i).rc
                 keep = (rc[:, 1] >= c0) & (rc[:, 1] < c0 + cw)
                 points, labels, point_index = points[keep], labels[keep], point_index[keep]
+                ring = ring[keep] if ring is not None else None
             keep = voxel_subsample(points, sp.voxel_size, rng)
+            inside = self.geometry.inside(points[keep])
+            if inside is not None:  # the model's field of view: crop before the cap counts
+                keep = keep[inside]
             keep = keep[cap_points(len(keep), sp.max_points, rng, points[keep] if sp.cap == "nearest" else None)]
             points, labels, point_index = points[keep], labels[keep], point_index[keep]
+            ring = ring[keep] if ring is not None else None
+        elif self.train and self.geometry.crop is not None:
+            keep = self.geometry.inside(points)
+            points, labels, point_index = points[keep], labels[keep], point_index[keep]
+            ring = ring[keep] if ring is not None else None
+        if len(points) == 0:
+            raise DataError(f"{reader.scan_path(i)}: no point left for the model (outside its field of view?)")
 
-        rv = cfg.range
-        image, rc, index = range_image(points, rv.height, rv.width, rv.fov_up, rv.fov_down)
-        if cw != rv.width:
+        image, rc, index, coords = self.project(points, ring, i)
+        if cw != cfg.range.width:
             keep = (rc[:, 1] >= c0) & (rc[:, 1] < c0 + cw)
             image, index = image[:, :, c0:c0 + cw], index[:, c0:c0 + cw]
             remap = np.full(len(points), -1, dtype=np.int64)
             remap[keep] = np.arange(int(keep.sum()))
             index = np.where(index >= 0, remap[np.maximum(index, 0)], -1)
             points, labels, rc, point_index = points[keep], labels[keep], rc[keep], point_index[keep]
+            coords = coords[keep]
             rc = rc - np.array([0, c0])
+            coords[:, 1] -= np.float32(c0)
         mask = image[5:6]
         image[:5] = (image[:5] - self.mean) / self.std * mask
         bev = cfg.bev
@@ -199,6 +250,7 @@ class SegmentationDataset(Dataset):
             "point_index": torch.from_numpy(point_index),
             "rv": torch.from_numpy(np.ascontiguousarray(image)),
             "rv_rc": torch.from_numpy(rc),
+            "rv_coord": torch.from_numpy(np.ascontiguousarray(coords)),
             "rv_index": torch.from_numpy(np.ascontiguousarray(index)),
             "rv_col0": c0,
             "bev_cell": torch.from_numpy(cells),
@@ -206,9 +258,16 @@ class SegmentationDataset(Dataset):
             "index": i,
             "num_invalid": n_invalid,
         }
-        if sp.voxel_size > 0 or sp.neighbors > 0:
-            subset = point_subset(points, sp.voxel_size, sp.neighbors, subsample=not self.train)
+        if sp.voxel_size > 0 or sp.neighbors > 0 or self.geometry.crop is not None:
+            inside = None if self.train else self.geometry.inside(points)  # training: already cropped
+            try:
+                subset = point_subset(points, sp.voxel_size, sp.neighbors, subsample=not self.train, inside=inside)
+            except ValueError as exc:
+                raise DataError(f"{reader.scan_path(i)}: {exc}") from exc
             sample.update({k: torch.from_numpy(v) for k, v in subset.items()})
+        if self.geometry.planes:
+            kept = points[subset["sub_index"]] if "sub_index" in sample else points
+            sample["plane_cells"] = torch.from_numpy(np.stack([p.cells(kept) for p in self.geometry.planes], axis=1))
         if self.views is not None:
             sample["cameras"] = self.views.views(i, epoch, point_index)
         return sample
@@ -265,7 +324,9 @@ class StreamSampler(Sampler):
         return 2**62
 
 
-CONCAT_KEYS = ("points", "labels", "point_index", "rv_rc", "bev_cell")
+CONCAT_KEYS = ("points", "labels", "point_index", "rv_rc", "rv_coord", "bev_cell")
+# per-point tensors a model may ask for (`LoaderGeometry`), concatenated when present
+OPTIONAL_CONCAT_KEYS = ("plane_cells",)
 # per-sample index tensors whose values are row positions in another per-sample tensor (key -> that
 # tensor): concatenated with the running row offsets, so they index the concatenated batch
 INDEX_KEYS = {"sub_index": "points", "up_index": "sub_index", "knn": "sub_index"}
@@ -302,6 +363,11 @@ def collate(samples: list[dict]) -> dict:
     out["batch"] = torch.repeat_interleave(torch.arange(len(samples)), counts)
     for key in CONCAT_KEYS:
         out[key] = torch.cat([s[key] for s in samples])
+    for key in OPTIONAL_CONCAT_KEYS:
+        if key in samples[0]:
+            if not all(key in s for s in samples):
+                raise ValueError(f"'{key}' is in some samples of the batch but not in others")
+            out[key] = torch.cat([s[key] for s in samples])
     for key, ref in INDEX_KEYS.items():
         if key in samples[0]:
             if not all(key in s for s in samples):
@@ -353,7 +419,9 @@ def range_statistics(reader: ScanDataset, cfg: DataConfig, max_frames: int = 200
         points = reader.load_points(i)
         points = points.astype(np.float32, copy=True)
         points[:, 3] *= cfg.intensity_scale
-        image, _, _ = range_image(points, rv.height, rv.width, rv.fov_up, rv.fov_down)
+        ring = load_rings(reader, rv, i)
+        image = range_image(points, rv.height, rv.width, rv.fov_up, rv.fov_down, ring=ring,
+                            min_range=rv.min_range, source=str(reader.scan_path(i))).image
         vals = image[:5, image[5] > 0].astype(np.float64)  # (5, M)
         total += vals.sum(1)
         total_sq += (vals ** 2).sum(1)

@@ -12,7 +12,15 @@ official lists (data/labels/nuscenes_splits.yaml); on v1.0-mini "train"/"val" me
 
 Frames: the LIDAR_TOP sensor frame is x right, y forward, z up. Points are rotated into the library
 convention x forward, y left, z up: x' = y, y' = -x (a -90 degree yaw). Camera transforms include
-this rotation, so `camera.project_points` works on the points as returned.
+this rotation, so `camera.project_points` works on the points as returned. `frame="lidar_top"`
+(data.nuscenes_frame) keeps the points as stored, as the official WaffleIron, ScaLR and RangeViT
+loaders read them (e.g. valeoai/WaffleIron datasets/nuscenes.py load_pc): their converted checkpoints
+expect that frame (and the raw 0..255 intensity, data.intensity_scale 1).
+
+Range view: every point's laser ring (`load_rings`) is its range-image row (one ring per row: the
+HDL-32E rings span -30.6 .. +10.6 degrees, which no fixed +10 / -30 degree field of view separates).
+Returns within data.range.min_range (1 m in config/nuscenes.yaml: 8-14 k points of a scan hit the ego
+vehicle) keep their pixel and get a prediction but never hide the scene behind them.
 
 Labels are mapped by category *name* (category.json may index the 32 classes in any order).
 Predictions go to <out>/lidarseg/<eval set>/<lidar token>_lidarseg.bin as uint8 1..16, which is what
@@ -315,7 +323,11 @@ class NuScenes(ScanDataset):
         scenes: list[str] | None = None,
         cameras: bool = False,
         nan_policy: str = "error",
+        frame: str = "library",
     ):
+        if frame not in ("library", "lidar_top"):
+            raise DataError(f"unknown nuScenes point frame {frame!r}: expected library or lidar_top")
+        self.frame = frame
         split = SPLIT_ALIASES.get(split, split)
         if split not in SPLITS:
             raise DataError(f"unknown nuScenes split {split!r}: expected one of {', '.join(SPLITS)} (or valid)")
@@ -431,10 +443,26 @@ class NuScenes(ScanDataset):
         return size // POINT_BYTES
 
     def _raw_points(self, i: int) -> np.ndarray:
-        """(N, 4) x, y, z, intensity in the library frame, unchecked for NaN."""
+        """(N, 4) x, y, z, intensity in the library frame (or, frame "lidar_top", as stored), unchecked for NaN."""
         self.num_points(i)
         raw = np.fromfile(self.scan_path(i), dtype=np.float32).reshape(-1, POINT_FIELDS)
+        if self.frame == "lidar_top":
+            return np.ascontiguousarray(raw[:, :4])
         return lidar_top_to_library(raw)
+
+    def load_rings(self, i: int) -> np.ndarray:
+        """int64 (N,) laser ring of every point (the 5th float; HDL-32E: 0 = lowest beam .. 31), the
+        range-view row of the point under data.range.rows "ring" (config/nuscenes.yaml). Under nan_policy "zero" a point whose
+        ring is not a finite whole number gets ring 0 (its label is ignored); otherwise it raises."""
+        self.num_points(i)
+        ring = np.fromfile(self.scan_path(i), dtype=np.float32).reshape(-1, POINT_FIELDS)[:, 4]
+        bad = ~np.isfinite(ring) | (ring < 0) | (ring != np.round(ring))
+        if bad.any():
+            if self.nan_policy != "zero":
+                raise DataError(f"{self.scan_path(i)}: {int(bad.sum())} points have a ring index (5th float) that is "
+                                f"not a whole number >= 0 (set data.range.rows=fov to ignore rings)")
+            ring = np.where(bad, 0, ring)
+        return ring.astype(np.int64)
 
     def load_points_checked(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(points (N, 4), invalid (N,) bool): NaN/inf points raise, or are zeroed under nan_policy "zero"."""
@@ -492,7 +520,7 @@ class NuScenes(ScanDataset):
         lidar = self._frame(i).lidar
         cs = self._calib(lidar.calib_token)
         T_ego_lidar = pose_matrix(cs["translation"], cs["rotation"])
-        return self._tables.ego[lidar.ego_token] @ T_ego_lidar @ LIB_TO_LIDAR
+        return self._tables.ego[lidar.ego_token] @ T_ego_lidar @ (LIB_TO_LIDAR if self.frame == "library" else np.eye(4))
 
     load_pose = lidar_to_global
 

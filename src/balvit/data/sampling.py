@@ -9,7 +9,8 @@ for this toolkit's sample dict:
   official code does (valeoai/WaffleIron utils/transforms.py LimitNumPoints(random=True), also
   ScaLR's), the points nearest to a randomly drawn point of the scan (a ball-shaped crop);
 - k nearest neighbours (k = 16) of every kept point among the kept points, for the neighbourhood
-  embedding (scipy cKDTree);
+  embedding: `knn` (M, 1 + k), the point itself first (`balvit.geometry.knn`, scipy cKDTree; the
+  layout of the official `neighbors_emb`, which the embedding reads from column 1 on);
 - nearest-neighbour up-sampling in evaluation: every original point reads the output of its nearest
   kept point, so that metrics and predictions are on all original points.
 """
@@ -19,14 +20,20 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..geometry import knn
+
 
 def voxel_subsample(xyz: np.ndarray, voxel_size: float, rng: np.random.Generator | None = None) -> np.ndarray:
     """Indices (M,) (ascending) of one point per occupied voxel: a random point of each voxel when
-    `rng` is given, else the first point of each voxel in scan order."""
+    `rng` is given, else the first point of each voxel in scan order.
+
+    The voxel grid starts at the scan's minimum corner, in float32, as the official
+    `Voxelize` (valeoai/WaffleIron utils/transforms.py): key = int((p - min(p)) / voxel_size)."""
     n = len(xyz)
     if voxel_size <= 0 or n == 0:
         return np.arange(n, dtype=np.int64)
-    keys = np.floor(np.asarray(xyz[:, :3], dtype=np.float64) / voxel_size).astype(np.int64)
+    p = np.asarray(xyz[:, :3], dtype=np.float32)
+    keys = ((p - p.min(0, keepdims=True)) / np.float32(voxel_size)).astype(np.int64)
     order = rng.permutation(n) if rng is not None else np.arange(n)
     _, first = np.unique(keys[order], axis=0, return_index=True)  # first occurrence in `order`
     return np.sort(order[first]).astype(np.int64)
@@ -45,28 +52,22 @@ def cap_points(n: int, max_points: int, rng: np.random.Generator, xyz: np.ndarra
     return np.sort(np.argsort(dist, kind="stable")[:max_points]).astype(np.int64)
 
 
-def knn(xyz: np.ndarray, k: int, tree: cKDTree | None = None) -> np.ndarray:
-    """(M, k) int64 indices of the k nearest other points of every point (itself excluded; with
-    fewer than k + 1 points the last neighbour is repeated)."""
-    m = len(xyz)
-    tree = tree if tree is not None else cKDTree(xyz)
-    kk = min(k + 1, m)
-    _, idx = tree.query(xyz, k=kk)
-    idx = np.asarray(idx, dtype=np.int64).reshape(m, kk)
-    idx = idx[:, 1:] if kk > 1 else idx  # the nearest is the point itself (unless duplicated)
-    if idx.shape[1] < k:
-        idx = np.concatenate([idx, np.repeat(idx[:, -1:], k - idx.shape[1], axis=1)], axis=1)
-    return idx
-
-
-def point_subset(xyz: np.ndarray, voxel_size: float, neighbors: int, subsample: bool) -> dict[str, np.ndarray]:
+def point_subset(xyz: np.ndarray, voxel_size: float, neighbors: int, subsample: bool,
+                 inside: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The index tensors of one sample: `sub_index` (M,) kept points, `up_index` (N,) nearest kept
-    point of every point, and `knn` (M, k) (when neighbors > 0) among the kept points.
+    point of every point, and `knn` (M, 1 + neighbors) (when neighbors > 0): each kept point itself,
+    then its `neighbors` nearest kept points (positions in sub_index).
 
-    `subsample=False` (training, where voxelisation already dropped the other points) keeps all."""
+    `subsample=False` (training, where voxelisation already dropped the other points) keeps all.
+    `inside` (N,) bool: only these points may be kept (the official crop to the field of view,
+    applied after the voxel choice as valeoai/WaffleIron datasets/pc_dataset.py does)."""
     n = len(xyz)
     xyz = np.ascontiguousarray(xyz[:, :3], dtype=np.float64)
     sub = voxel_subsample(xyz, voxel_size) if subsample else np.arange(n, dtype=np.int64)
+    if inside is not None:
+        sub = sub[inside[sub]]
+        if len(sub) == 0:
+            raise ValueError("no point inside the model's field of view")
     out = {"sub_index": sub}
     tree = None
     if len(sub) == n:
@@ -76,5 +77,5 @@ def point_subset(xyz: np.ndarray, voxel_size: float, neighbors: int, subsample: 
         _, nearest = tree.query(xyz, k=1)
         out["up_index"] = np.asarray(nearest, dtype=np.int64)
     if neighbors > 0:
-        out["knn"] = knn(xyz[sub], neighbors, tree)
+        out["knn"] = knn(xyz[sub], neighbors + 1, tree)
     return out

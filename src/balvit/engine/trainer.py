@@ -32,7 +32,7 @@ from ..data.preflight import check_or_raise
 from ..errors import DataError
 from ..io import check_writable, write_json, write_text
 from ..metrics import format_table, markdown_table
-from ..models import build_model
+from ..models import build_model, loader_geometry
 from ..report import PictureWriter
 from ..tasks import TASKS, TaskContext
 from . import dist as D
@@ -84,7 +84,7 @@ class Trainer:
         self.labels = self.train_reader.labels
         self.dtype = autocast_dtype(cfg.train.amp, info.device)
         self.ctx = TaskContext(cfg, self.labels, readers, self.val_reader, info.device, self.dtype,
-                               load_model=load_trained_model)
+                               load_model=load_trained_model, geometry=loader_geometry(cfg))
 
         self.model = build_model(cfg, self.labels.num_classes).to(info.device)
         self.init_report = init_model_from(self.model, cfg.train.init_from, cfg.train.init_exclude) \
@@ -314,7 +314,7 @@ def run_eval(cfg, checkpoint: str | Path, info: D.DistInfo, save_path: str | Pat
     if cfg.data.preflight:  # every listed frame's files by size, before the first one is evaluated
         check_or_raise(cfg, [split])
     model, state = load_for_inference(cfg, checkpoint, info)
-    dataset = SegmentationDataset(reader, cfg.data, train=False)
+    dataset = SegmentationDataset(reader, cfg.data, train=False, geometry=loader_geometry(cfg))
     n_pictures = cfg.eval.pictures if pictures is None else pictures
     extra = []
     if out_dir is not None and n_pictures:  # every rank runs the same evaluators; rank 0 draws its frames
@@ -356,7 +356,7 @@ def run_predict(cfg, checkpoint: str | Path, info: D.DistInfo, out: str | Path, 
     if cfg.data.preflight:  # every scan by size before the first prediction (labels are not needed)
         check_or_raise(cfg, [split], labels=False)
     model, _ = load_for_inference(cfg, checkpoint, info)
-    dataset = SegmentationDataset(reader, cfg.data, train=False)
+    dataset = SegmentationDataset(reader, cfg.data, train=False, geometry=loader_geometry(cfg))
     n_pictures = cfg.eval.pictures if pictures is None else pictures
     consumers = [PerFrame(lambda item: reader.write_prediction(out, item["index"], item["pred"].numpy()), "written")]
     if n_pictures:  # every rank runs the same evaluators; rank 0 draws its frames

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import differences, not_architecture_fields, to_dict
+from ..config import DataConfig, differences, not_architecture_fields, to_dict
+from ..geometry import LoaderGeometry
 from ..errors import ConfigError
 from .balvit import BALViT, BALViTConfig
 from .base import SegModel
@@ -74,9 +75,20 @@ def build_model(cfg, num_classes: int) -> SegModel:
     return model
 
 
+def _completed(cls: type, stored: dict) -> dict:
+    """A stored section dict with the dataclass's defaults for the fields it lacks (written by an older
+    version) and without the fields the dataclass no longer has; nested sections alike."""
+    out = to_dict(cls())
+    for key, value in (stored or {}).items():
+        if key in out:
+            out[key] = _completed(type(getattr(cls(), key)), value) if isinstance(out[key], dict) else value
+    return out
+
+
 def model_signature(config: dict) -> dict:
     """What defines a trained model, from a resolved config dict: its name, its own model sections
-    (without their `not_architecture` fields) and the data settings it sees. Two configs whose
+    (without their `not_architecture` fields) and the data settings it sees, fields a config lacks
+    taken at their defaults (new fields default to the behaviour before them). Two configs whose
     signatures are equal build interchangeable models; any other setting never matters."""
     name = config.get("model", {}).get("name")
     cls = model_entry(name)[1]
@@ -85,13 +97,13 @@ def model_signature(config: dict) -> dict:
     for section in cls.sections:
         sec_cls = BackboneConfig if section == "backbone" else MODELS_BY_SECTION[section]
         ignore = set(not_architecture_fields(sec_cls, ""))
-        sig["model"][section] = {k: v for k, v in model.get(section, {}).items() if k not in ignore}
-    data = config.get("data", {})
+        sig["model"][section] = {k: v for k, v in _completed(sec_cls, model.get(section, {})).items() if k not in ignore}
+    data = _completed(DataConfig, config.get("data", {}))
     sig["data"] = {}
     for key in cls.data_fields:
         node = data
         for part in key.split("."):
-            node = node.get(part, {}) if isinstance(node, dict) else {}
+            node = node[part]
         sig["data"][key] = node
     return sig
 
@@ -104,10 +116,10 @@ def signature_differences(saved: dict, current: dict) -> list[tuple[str, object,
     return differences(model_signature(saved), model_signature(current))
 
 
-def config_signature(cfg) -> dict:
-    """`model_signature` of a Config object."""
-    return model_signature(to_dict(cfg))
+def loader_geometry(cfg) -> LoaderGeometry:
+    """What the data loader computes for the configured model (`SegmentationDataset(geometry=...)`)."""
+    return model_entry(cfg.model.name)[0].loader_geometry(cfg)
 
 
 __all__ = ["MODELS", "ModelConfig", "SegModel", "build_model", "check_model_config", "model_signature",
-           "signature_differences", "config_signature", "model_entry"]
+           "signature_differences", "model_entry", "loader_geometry"]

@@ -33,12 +33,14 @@ import torch.nn.functional as F
 
 from ..config import not_architecture
 from ..errors import ConfigError
+from ..geometry import (angles_to_image_torch, pitch_of_row, polar_cell_centers_torch, polar_coords_torch,
+                        yaw_of_col)
 from .base import SegModel
 from .deform_attn import MSDeformAttn
+from .layers import ConvBNAct, PointMLP, PolarConv, ResContextBlock, SegHead, patch_unshuffle
+from .ops import gather_grid, grid_index, scatter_count, scatter_max, scatter_mean, to_grid
 from .vit import FoundationViT
 from .weights import load_vit
-from .heads import ConvBNAct, PointMLP, PolarConv, ResContextBlock, SegHead, patch_unshuffle
-from .ops import gather_grid, grid_index, scatter_max, scatter_mean, to_grid
 
 POINT_FEATURES = 9  # x, y, z, intensity, radius, sin/cos azimuth, offsets to the cell centre
 
@@ -266,7 +268,7 @@ class BALViT(SegModel):
         self.num_classes = num_classes
         self.patch = (int(patch_size[0]), int(patch_size[1]))
         self.range_height, self.range_width = range_height, range_width
-        self.fov_up, self.fov_down = math.radians(fov[0]), math.radians(fov[1])
+        self.fov_up, self.fov_down = float(fov[0]), float(fov[1])  # degrees
         self.bev_grid = (int(bev_grid[0]), int(bev_grid[1]))
         self.r_min, self.r_max = bev_radius
         self.z_min, self.z_max = bev_z
@@ -315,13 +317,12 @@ class BALViT(SegModel):
     def _point_features(self, points: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """(N, 4) points, (N, 2) polar cells -> (N, 9) normalised PointNet inputs."""
         x, y, z, inten = points.unbind(1)
-        r = torch.hypot(x, y)
-        theta = torch.atan2(y, x)
+        r, theta = polar_coords_torch(points)
         nr, na = self.bev_grid
         dr = (self.r_max - self.r_min) / nr
         da = 2 * math.pi / na
-        r_centre = self.r_min + (cells[:, 0].to(r.dtype) + 0.5) * dr
-        a_centre = -math.pi + (cells[:, 1].to(r.dtype) + 0.5) * da
+        r_centre, a_centre = polar_cell_centers_torch(cells[:, 0].to(r.dtype), cells[:, 1].to(r.dtype), nr, na,
+                                                      self.r_min, self.r_max)
         scale = self.r_max
         feats = [x / scale, y / scale, (z - self.z_min) / (self.z_max - self.z_min), inten, r / scale,
                  torch.sin(theta), torch.cos(theta), (r - r_centre) / dr, (theta - a_centre) / da]
@@ -335,16 +336,16 @@ class BALViT(SegModel):
         ht, wt = grid
         ph, pw = self.patch
         tok = grid_index(batch, rc[:, 0] // ph, rc[:, 1] // pw, ht, wt)
-        mean_xy, count = scatter_mean(points[:, :2], tok, batch_size * ht * wt)
-        r = torch.hypot(mean_xy[:, 0], mean_xy[:, 1])
-        theta = torch.atan2(mean_xy[:, 1], mean_xy[:, 0])
+        mean_xy = scatter_mean(points[:, :2], tok, batch_size * ht * wt)
+        count = scatter_count(tok, batch_size * ht * wt, points.dtype)
+        r, theta = polar_coords_torch(mean_xy)
         # rays through the token centres (full-image column = crop column + col0)
         dev, dt = points.device, points.dtype
         rows = (torch.arange(ht, device=dev, dtype=dt) + 0.5) * ph
         cols = (torch.arange(wt, device=dev, dtype=dt) + 0.5) * pw
         cols = cols[None, :] + col0.to(dt)[:, None]  # (B, Wt)
-        pitch = self.fov_up - rows / self.range_height * (self.fov_up - self.fov_down)  # (Ht,)
-        ray_theta = -(cols / self.range_width * 2.0 - 1.0) * math.pi  # (B, Wt)
+        pitch = pitch_of_row(rows, self.range_height, self.fov_up, self.fov_down)  # (Ht,)
+        ray_theta = yaw_of_col(cols, self.range_width)  # (B, Wt)
         ray_r = self.empty_token_range * torch.cos(pitch)  # (Ht,)
         ray_r = ray_r[None, :, None].expand(batch_size, ht, wt).reshape(-1)
         ray_theta = ray_theta[:, None, :].expand(batch_size, ht, wt).reshape(-1)
@@ -368,11 +369,14 @@ class BALViT(SegModel):
             zs = F.adaptive_avg_pool2d(z_sum, (h, w))
             cs = F.adaptive_avg_pool2d(cnt, (h, w))
             z = torch.where(cs > 0, zs / cs.clamp_min(1e-12), torch.full_like(zs, self.default_z))[:, 0]  # (B, h, w)
-            radius = self.r_min + (torch.arange(h, device=z.device, dtype=z.dtype) + 0.5) * (self.r_max - self.r_min) / h
-            azimuth = -math.pi + (torch.arange(w, device=z.device, dtype=z.dtype) + 0.5) * 2 * math.pi / w
+            # centres of the level's (coarser) polar cells
+            radius, azimuth = polar_cell_centers_torch(torch.arange(h, device=z.device, dtype=z.dtype),
+                                                       torch.arange(w, device=z.device, dtype=z.dtype), h, w,
+                                                       self.r_min, self.r_max)
             pitch = torch.atan2(z, radius[None, :, None])  # (B, h, w)
-            row = (self.fov_up - pitch) / (self.fov_up - self.fov_down)  # fraction of the image height
-            col = 0.5 * (-azimuth / math.pi + 1.0) * self.range_width  # full-image column
+            row, col = angles_to_image_torch(pitch, azimuth, self.range_height, self.range_width, self.fov_up,
+                                             self.fov_down)  # full-image pixels; col (w,)
+            row = row / self.range_height  # fraction of the image height
             col = (col[None, None, :] - col0.to(z.dtype)[:, None, None]) / crop_width  # fraction of the crop
             col = col.expand(batch_size, h, w)
             refs.append(torch.stack([col, row], dim=-1).reshape(batch_size, h * w, 2))
@@ -380,8 +384,7 @@ class BALViT(SegModel):
 
     def _sample_bev(self, feat: torch.Tensor, points: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """Bilinear read of a (B, C, h, w) polar map at every point's (radius, azimuth): (N, C)."""
-        r = torch.hypot(points[:, 0], points[:, 1])
-        theta = torch.atan2(points[:, 1], points[:, 0])
+        r, theta = polar_coords_torch(points)
         gx = theta / math.pi  # azimuth -pi..pi -> -1..1 (the width axis)
         gy = ((r - self.r_min) / (self.r_max - self.r_min)).clamp(0, 1) * 2 - 1  # radius (the height axis)
         grid = torch.stack([gx, gy], dim=1).to(feat.dtype)

@@ -11,10 +11,16 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import CheckpointError
+from ..geometry import LoaderGeometry
 
 
 class SegModel(nn.Module):
     frozen_modules: tuple[str, ...] = ()
+
+    @staticmethod
+    def loader_geometry(cfg) -> LoaderGeometry:
+        """Extra per-point maps this model wants the data loader to compute (none by default)."""
+        return LoaderGeometry()
 
     def _is_frozen_key(self, key: str) -> bool:
         return any(key == m or key.startswith(m + ".") for m in self.frozen_modules)
@@ -23,7 +29,13 @@ class SegModel(nn.Module):
         """State dict without the frozen modules' tensors."""
         return {k: v for k, v in self.state_dict().items() if not self._is_frozen_key(k)}
 
+    def upgrade_state_dict(self, state: dict) -> dict:
+        """A checkpoint's trainable state written by an older version of this model -> the current
+        layout (a model overrides this when it adds stored tensors); identity by default."""
+        return state
+
     def load_trainable_state_dict(self, state: dict, source: str = "checkpoint") -> None:
+        state = self.upgrade_state_dict(state)
         expected = set(self.trainable_state_dict())
         missing = sorted(expected - set(state))
         unexpected = sorted(set(state) - expected)

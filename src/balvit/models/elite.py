@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from ..config import not_architecture
 from ..errors import ConfigError
 from .base import SegModel
-from .heads import ConvBNAct, PointMLP
+from .layers import ConvBNAct, PointMLP
+from .ops import gather_grid
 from .sam import build_sam
 from .vit import normalise_images
 
@@ -122,13 +123,6 @@ class ResBlock(nn.Module):
         return self.act(self.short(x) + self.conv2(self.conv1(x)))
 
 
-def gather_rows(feat: torch.Tensor, batch: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-    """feat (B, C, H, W), per-point batch/row/col (N,) -> (N, C), as a gather of contiguous rows."""
-    b, c, h, w = feat.shape
-    rows = feat.permute(0, 2, 3, 1).reshape(b * h * w, c)
-    return rows[(batch * h + row) * w + col]
-
-
 class ELiTeStudent(SegModel):
     """The real-time LiDAR student: range-view residual stages, top-down decoder, stage heads.
 
@@ -196,9 +190,9 @@ class ELiTeStudent(SegModel):
         stage_logits = {}
         for i, d in enumerate(dec):
             row, col = self._point_cells(batch, i, d.shape)
-            hidden = hidden + gather_rows(self.head_maps[i](d), b, row, col)
+            hidden = hidden + gather_grid(self.head_maps[i](d), b, row, col)
             if self.training:
-                stage_logits[f"stage{i + 1}"] = gather_rows(self.stage_heads[i](d), b, row, col)
+                stage_logits[f"stage{i + 1}"] = gather_grid(self.stage_heads[i](d), b, row, col)
         out = {"logits": self.head_out(F.relu(self.head_norm(hidden)))}
         if self.training:
             out["aux"] = stage_logits

@@ -14,8 +14,8 @@ For a point x_i with neighbours x_j (j in N_i) carrying features f_j (C_in):
 with kernel points x~_k inside a sphere of radius R (one at the centre, the others spread by a
 repulsion/attraction energy, as the paper describes) and W_k (C_in, C_out) learned.
 
-Neighbour search: `knn_indices` per scan, with scipy's cKDTree on the CPU or chunked `torch.cdist`
-+ `topk` (any device); both return the same neighbours (ties aside).
+Neighbours: the loader's `knn` (data.sampling.neighbors = k - 1) or `balvit.geometry.knn_torch`
+(the point itself first, then its k - 1 nearest others).
 """
 
 from __future__ import annotations
@@ -51,56 +51,6 @@ def kernel_points(num: int = 15, radius: float = 0.6, seed: int = 0, iters: int 
     return p.astype(np.float32)
 
 
-@torch.no_grad()
-def knn_indices(points: torch.Tensor, offsets: torch.Tensor, k: int, backend: str = "auto",
-                chunk: int = 2048) -> torch.Tensor:
-    """k nearest neighbours (the point itself first) of every point within its own scan.
-
-    points (N, >=3), offsets (B + 1,) scan boundaries -> (N, k) int64 global point indices.
-    A scan with fewer than k points repeats its last neighbour. backend: "kdtree" (scipy, CPU),
-    "torch" (chunked cdist + topk, any device) or "auto" (kdtree on CPU, torch elsewhere).
-    """
-    if backend == "auto":
-        backend = "kdtree" if points.device.type == "cpu" else "torch"
-    if backend not in ("kdtree", "torch"):
-        raise ValueError(f"unknown knn backend {backend!r}")
-    xyz = points[:, :3].float()
-    out = torch.empty(len(points), k, dtype=torch.long, device=points.device)
-    bounds = offsets.tolist()
-    for s, e in zip(bounds[:-1], bounds[1:]):
-        n = e - s
-        if n == 0:
-            continue
-        kk = min(k, n)
-        if backend == "kdtree":
-            from scipy.spatial import cKDTree
-
-            p = xyz[s:e].cpu().numpy().astype(np.float64)
-            _, idx = cKDTree(p).query(p, k=kk)
-            idx = torch.from_numpy(np.asarray(idx, dtype=np.int64).reshape(n, kk)).to(points.device)
-        else:
-            p = xyz[s:e]
-            parts = []
-            for c in range(0, n, chunk):
-                d = torch.cdist(p[c:c + chunk], p)  # (chunk, n)
-                parts.append(d.topk(kk, dim=1, largest=False).indices)
-            idx = torch.cat(parts)
-        if kk < k:
-            idx = torch.cat([idx, idx[:, -1:].expand(n, k - kk)], dim=1)
-        # the query point itself first (a duplicate point at distance 0 may come first otherwise)
-        own = torch.arange(n, device=idx.device)
-        self_pos = (idx == own[:, None]).float().argmax(1)
-        has_self = (idx == own[:, None]).any(1)
-        swap = has_self & (self_pos > 0)
-        if bool(swap.any()):
-            rows = swap.nonzero()[:, 0]
-            first = idx[rows, 0].clone()
-            idx[rows, self_pos[rows]] = first
-            idx[rows, 0] = rows
-        out[s:e] = idx + s
-    return out
-
-
 class KPConv(nn.Module):
     """Rigid KPConv: features (N, C_in) at points (N, 3) with neighbours (N, k) -> (N, C_out)."""
 
@@ -109,7 +59,8 @@ class KPConv(nn.Module):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.radius, self.extent, self.chunk = float(radius), float(extent), int(chunk)
-        self.register_buffer("kernel", torch.from_numpy(kernel_points(num_kernel_points, radius)), persistent=False)
+        # kernel point positions (K, 3): stored in checkpoints, so that converted official weights keep theirs
+        self.register_buffer("kernel", torch.from_numpy(kernel_points(num_kernel_points, radius)))
         self.weight = nn.Parameter(torch.empty(num_kernel_points, in_channels, out_channels))
         bound = 1.0 / math.sqrt(in_channels)  # kaiming-uniform-like, per kernel point
         nn.init.uniform_(self.weight, -bound, bound)

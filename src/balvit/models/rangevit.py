@@ -32,11 +32,12 @@ import torch.nn.functional as F
 
 from ..config import not_architecture
 from ..errors import ConfigError
+from ..geometry import knn_torch, spherical_coords_torch
 from .base import SegModel
+from .kpconv import KPConv
+from .layers import ConvActBN, ConvBNAct, ResContextBlock, SalsaContextBlock, SalsaResBlock, patch_unshuffle
 from .vit import FoundationViT
 from .weights import load_vit
-from .heads import ConvBNAct, ResContextBlock, patch_unshuffle
-from .kpconv import KPConv, knn_indices
 from .ops import gather_grid
 
 
@@ -69,6 +70,12 @@ class RangeViTConfig:
     # stochastic depth in the ViT, 0 at the first block rising linearly to this at the last
     # (RangeViT: 0.1, valeoai/rangevit models/rangevit.py); 0: off
     drop_path: float = not_architecture(0.0)
+    # the layer layout of valeoai/rangevit (needed by its checkpoints, `balvit convert --from rangevit`):
+    # SalsaNext blocks conv -> LeakyReLU(0.01) -> BN with biases, a SalsaNext ResBlock closing the stem,
+    # average pooling counting its padding, decoder blocks conv -> LeakyReLU -> BN, and RangeViT's own
+    # position embedding on the token grid of one window (bilinearly resized for other grids).
+    # false: this toolkit's conv -> BN -> LeakyReLU(0.1) blocks and the backbone's resized embedding
+    official_layers: bool = False
 
     def check(self, cfg) -> None:
         rv, aug = cfg.data.range, cfg.data.augment
@@ -93,18 +100,23 @@ class RangeViTConfig:
 
 class ConvStem(nn.Module):
     """Residual context blocks at full resolution, then overlapping average pooling to the token
-    grid and a 1x1 conv to the ViT width: (B, Cin, H, W) -> skip (B, Dh, H, W), tokens (B, D, H/ph, W/pw)."""
+    grid and a 1x1 conv to the ViT width: (B, Cin, H, W) -> skip (B, Dh, H, W), tokens (B, D, H/ph, W/pw).
 
-    def __init__(self, in_channels: int, channels: int, blocks: int, hidden: int, patch: tuple[int, int], dim: int):
+    official: valeoai/rangevit models/stems.py ConvStem: SalsaNext context blocks, a SalsaNext ResBlock
+    to the hidden width, and the average pooling counting its zero padding (PyTorch's default)."""
+
+    def __init__(self, in_channels: int, channels: int, blocks: int, hidden: int, patch: tuple[int, int], dim: int,
+                 official: bool = False):
         super().__init__()
-        layers = [ResContextBlock(in_channels, channels)]
-        layers += [ResContextBlock(channels, channels) for _ in range(blocks - 1)]
-        layers.append(ResContextBlock(channels, hidden))
+        block = SalsaContextBlock if official else ResContextBlock
+        layers = [block(in_channels, channels)]
+        layers += [block(channels, channels) for _ in range(blocks - 1)]
+        layers.append(SalsaResBlock(channels, hidden) if official else ResContextBlock(channels, hidden))
         self.blocks = nn.Sequential(*layers)
         ph, pw = patch
         if ph % 2 == 0 and pw % 2 == 0:  # RangeViT: kernel patch + 1, padding patch / 2
             self.pool = nn.AvgPool2d((ph + 1, pw + 1), stride=(ph, pw), padding=(ph // 2, pw // 2),
-                                     count_include_pad=False)
+                                     count_include_pad=official)
         else:
             self.pool = nn.AvgPool2d((ph, pw), stride=(ph, pw))
         self.proj = nn.Conv2d(hidden, dim, 1)
@@ -116,13 +128,15 @@ class ConvStem(nn.Module):
 
 class UpConvDecoder(nn.Module):
     """Tokens (B, D, h, w) -> 1x1 conv + pixel shuffle by the patch -> concat skip -> 3x3 and 1x1
-    ConvBNAct: (B, C, h*ph, w*pw)."""
+    ConvBNAct: (B, C, h*ph, w*pw). official: the blocks are conv -> LeakyReLU -> BN (valeoai/rangevit
+    models/decoders.py UpConvBlock)."""
 
-    def __init__(self, dim: int, skip_channels: int, channels: int, patch: tuple[int, int]):
+    def __init__(self, dim: int, skip_channels: int, channels: int, patch: tuple[int, int], official: bool = False):
         super().__init__()
         self.patch = patch
         self.up = nn.Conv2d(dim, channels * patch[0] * patch[1], 1)
-        self.conv = nn.Sequential(ConvBNAct(channels + skip_channels, channels, k=3), ConvBNAct(channels, channels, k=1))
+        block = ConvActBN if official else ConvBNAct
+        self.conv = nn.Sequential(block(channels + skip_channels, channels, k=3), block(channels, channels, k=1))
 
     def forward(self, tokens: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = patch_unshuffle(self.up(tokens), *self.patch)
@@ -169,6 +183,7 @@ class RangeViT(SegModel):
         range_height: int = 64,
         range_width: int = 2048,
         fov: tuple[float, float] = (3.0, -25.0),
+        official_layers: bool = False,
     ):
         super().__init__()
         if not backbone.trainable:
@@ -187,10 +202,23 @@ class RangeViT(SegModel):
         self.point_sampling = point_sampling
         self.vit_lr_scale = float(vit_lr_scale)
         self.range_height, self.range_width = range_height, range_width
-        self.fov_up, self.fov_down = math.radians(fov[0]), math.radians(fov[1])
+        self.fov_up, self.fov_down = float(fov[0]), float(fov[1])  # degrees
 
-        self.stem = ConvStem(in_channels, stem_channels, stem_blocks, hidden_channels, self.patch, dim)
-        self.decoder = UpConvDecoder(dim, hidden_channels, decoder_channels, self.patch)
+        self.official_layers = bool(official_layers)
+        self.stem = ConvStem(in_channels, stem_channels, stem_blocks, hidden_channels, self.patch, dim, official_layers)
+        self.decoder = UpConvDecoder(dim, hidden_channels, decoder_channels, self.patch, official_layers)
+        if official_layers:
+            # RangeViT's own position embedding (CLS + the token grid of one window), initialised from
+            # the backbone's (resized), resized bilinearly for other grids (valeoai/rangevit
+            # models/rangevit.py VisionTransformer.forward, model_utils.resize_pos_embed)
+            win = self.window if 0 < self.window < range_width else range_width
+            self.pos_grid = (range_height // self.patch[0], win // self.patch[1])
+            with torch.no_grad():
+                grid = backbone.grid_pos_embed(*self.pos_grid)
+                cls = backbone.model.embeddings.position_embeddings[:, :1]
+                init = torch.cat([cls, grid], dim=1) if grid is not None else torch.zeros(1, 1 + math.prod(self.pos_grid), dim)
+            self.pos_embed = nn.Parameter(init.detach().clone().float())
+            backbone.model.embeddings.position_embeddings.requires_grad_(False)  # replaced by pos_embed
         self.refiner_kind = refiner
         if refiner == "kpconv":
             self.refiner = KPConv(decoder_channels, refiner_channels, kernel_points, kernel_radius, kernel_extent)
@@ -215,6 +243,7 @@ class RangeViT(SegModel):
             kernel_points=r.kernel_points, kernel_radius=r.kernel_radius, kernel_extent=r.kernel_extent,
             knn_backend=r.knn_backend, point_sampling=r.point_sampling, vit_lr_scale=r.vit_lr_scale,
             drop_path=r.drop_path, range_height=rv.height, range_width=rv.width, fov=(rv.fov_up, rv.fov_down),
+            official_layers=r.official_layers,
         )
 
     def lr_scales(self) -> dict[str, float]:
@@ -230,13 +259,36 @@ class RangeViT(SegModel):
         -> (B, D, h, w) (prefix tokens dropped)."""
         b, d, h, w = tokens.shape
         x = tokens.flatten(2).transpose(1, 2)  # (B, h*w, D)
-        pos = self.backbone.grid_pos_embed(h, w)
-        if pos is not None:
-            x = x + pos.to(x.dtype)
-        prefix = self.backbone.prefix_tokens(b).to(x.dtype)
+        if self.official_layers:
+            pos = self.official_pos_embed(h, w)  # (1, 1 + h*w, D)
+            x = x + pos[:, 1:].to(x.dtype)
+            prefix = (self.backbone.model.embeddings.cls_token + pos[:, :1]).expand(b, -1, -1).to(x.dtype)
+        else:
+            pos = self.backbone.grid_pos_embed(h, w)
+            if pos is not None:
+                x = x + pos.to(x.dtype)
+            prefix = self.backbone.prefix_tokens(b).to(x.dtype)
         x = torch.cat([prefix, x], dim=1)
         x = self.backbone.final_norm(self.backbone.run_blocks(x, 0, self.backbone.depth, (h, w)))
         return x[:, prefix.shape[1]:].transpose(1, 2).reshape(b, d, h, w)
+
+    def official_pos_embed(self, h: int, w: int) -> torch.Tensor:
+        """official_layers: `pos_embed` for an h x w token grid, (1, 1 + h*w, D): as stored for the
+        window's grid, else its grid part resized bilinearly (align_corners=False)."""
+        if (h, w) == self.pos_grid:
+            return self.pos_embed
+        gh, gw = self.pos_grid
+        grid = self.pos_embed[:, 1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
+        return torch.cat([self.pos_embed[:, :1], grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)], dim=1)
+
+    def upgrade_state_dict(self, state: dict) -> dict:
+        """Checkpoints written before the KPConv kernel points were stored get the kernel this
+        model computes (the same deterministic one they were trained with)."""
+        key = "refiner.kernel"
+        if self.refiner_kind == "kpconv" and key not in state and "refiner.weight" in state:
+            state = {**state, key: self.refiner.kernel.detach().cpu().clone()}
+        return state
 
     def features_2d(self, rv: torch.Tensor) -> torch.Tensor:
         """(B, 5 or 6, H, W) normalised range image (crop) -> decoder features (B, Cd, H, W)."""
@@ -265,20 +317,22 @@ class RangeViT(SegModel):
     def point_features(self, feat: torch.Tensor, batch: dict) -> torch.Tensor:
         """Per-point read of the 2D map (B, C, H, W) of the (cropped) range image -> (N, C).
 
-        bilinear: at the point's continuous spherical coordinates (as the projection computes
-        them, minus the crop's first column); nearest: at its integer pixel `rv_rc`."""
+        bilinear: at the point's continuous image coordinates `rv_coord` (the loader's projection;
+        a batch without them: `geometry.spherical_coords_torch` minus the crop's first column);
+        nearest: at its integer pixel `rv_rc`."""
         if self.point_sampling == "nearest":
             return gather_grid(feat, batch["batch"], batch["rv_rc"][:, 0], batch["rv_rc"][:, 1])
         points, offsets = batch["points"], batch["offsets"]
         b, c, h, w = feat.shape
-        col0 = batch.get("rv_col0")
-        x, y, z = points[:, 0], points[:, 1], points[:, 2]
-        yaw = torch.atan2(y, x)
-        pitch = torch.atan2(z, torch.hypot(x, y))
-        col = (0.5 - yaw / (2 * math.pi)) * self.range_width  # full-image column, continuous
-        if col0 is not None:
-            col = col - col0.to(col.dtype)[batch["batch"]]
-        row = (self.fov_up - pitch) / (self.fov_up - self.fov_down) * self.range_height
+        coord = batch.get("rv_coord")
+        if coord is None:
+            _, row, col = spherical_coords_torch(points[:, :3].float(), self.range_height, self.range_width,
+                                                 self.fov_up, self.fov_down)
+            col0 = batch.get("rv_col0")
+            if col0 is not None:
+                col = col - col0.to(col.dtype)[batch["batch"]]
+            coord = torch.stack([row, col], dim=1)
+        row, col = coord[:, 0], coord[:, 1]
         grid = torch.stack([col / w * 2 - 1, row / h * 2 - 1], dim=1).to(feat.dtype)  # align_corners=False
         out = []
         for k, (s, e) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
@@ -287,11 +341,19 @@ class RangeViT(SegModel):
                                      align_corners=False)[0, :, 0].T)
         return torch.cat(out) if out else feat.new_zeros(0, c)
 
+    def neighbours(self, batch: dict) -> torch.Tensor:
+        """(N, k) KPConv neighbours, the point itself first: the loader's `knn` when it covers every
+        point with at least k columns (data.sampling.neighbors >= k - 1, no voxel down-sampling),
+        else `geometry.knn_torch` here."""
+        knn, sub = batch.get("knn"), batch.get("sub_index")
+        if knn is not None and sub is not None and len(sub) == len(batch["points"]) and knn.shape[1] >= self.knn:
+            return sub[knn[:, :self.knn]]
+        return knn_torch(batch["points"], batch["offsets"], self.knn, self.knn_backend)
+
     def refine(self, pfeat: torch.Tensor, batch: dict) -> torch.Tensor:
         """(N, Cd) point features -> KPConv over the k nearest neighbours (or linear) -> BN -> ReLU (N, Cr)."""
         if self.refiner_kind == "kpconv":
-            nb = knn_indices(batch["points"], batch["offsets"], self.knn, self.knn_backend)
-            x = self.refiner(batch["points"][:, :3], pfeat, nb)
+            x = self.refiner(batch["points"][:, :3], pfeat, self.neighbours(batch))
         else:
             x = self.refiner(pfeat)
         return F.relu(self.refiner_bn(x))

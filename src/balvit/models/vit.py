@@ -103,6 +103,12 @@ _SPECS: dict[str, dict[str, Any]] = {
     "dinov3_vits16": _dinov3(384, 12, 6, "facebook/dinov3-vits16-pretrain-lvd1689m"),
     "dinov3_vitb16": _dinov3(768, 12, 12, "facebook/dinov3-vitb16-pretrain-lvd1689m"),
     "dinov3_vitl16": _dinov3(1024, 24, 16, "facebook/dinov3-vitl16-pretrain-lvd1689m"),
+    # the ViTs of RangeViT (valeoai/rangevit models/rangevit.py, blocks.py: timm-style blocks without
+    # LayerScale, nn.LayerNorm eps 1e-5): to hold weights converted by `balvit convert --from rangevit`
+    # (their LayerScale stays 1); patch 16, 24 x 24 position grid
+    "vit_small_patch16": {**_dinov2(384, 12, 6, "mlp", 0, ""), "patch_size": 16, "image_size": 384, "norm_eps": 1e-5},
+    "vit_base_patch16": {**_dinov2(768, 12, 12, "mlp", 0, ""), "patch_size": 16, "image_size": 384, "norm_eps": 1e-5},
+    "vit_large_patch16": {**_dinov2(1024, 24, 16, "mlp", 0, ""), "patch_size": 16, "image_size": 384, "norm_eps": 1e-5},
     # test models: 2 layers, width 48, 3 heads (4 x 4 position grid / RoPE on any grid)
     "tiny": {**_dinov2(48, 2, 3, "mlp", 0, ""), "image_size": 56},
     "tiny_reg": {**_dinov2(48, 2, 3, "mlp", 4, ""), "image_size": 56},

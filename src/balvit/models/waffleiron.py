@@ -10,10 +10,12 @@ and the hyper-parameters of their public configs (no code taken from them):
     for layer l = 1..L  (projection p = projections[l mod P], grid H_p x W_p):
         spatial mix:  t += DropPath(s_l * Gather_p(DW3x3(ReLU(DW3x3(Mean_p(Norm(t)))))))
         channel mix:  t += DropPath(c_l * W_2 ReLU(W_1 Norm(t)))
-    head:        logits = Linear(BN(t))                                    (M, C), up-sampled to all N points
+    head:        logits = Linear(BN(t))  (or Linear(t), head_norm false)    (M, C), up-sampled to all N points
 
 Mean_p averages the tokens of the points falling into each cell of the 2D grid of projection p
-(a scatter-mean, empty cells 0) and Gather_p reads each point's cell back; DW3x3 is a
+(a scatter-mean, empty cells 0) and Gather_p reads each point's cell back; the cells are those of
+the official code (`balvit.geometry.PlaneGrid`), computed by the loader (sample["plane_cells"]) or,
+for a batch without them, here; DW3x3 is a
 depthwise 3 x 3 convolution; s_l, c_l are per-channel layer scales. Tokens of a batch are
 concatenated (M_1 + M_2 + ...), so no padding is needed: a cell index includes the scan's batch id.
 
@@ -36,7 +38,9 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import not_architecture
 from ..errors import ConfigError
+from ..geometry import LoaderGeometry, knn_torch, offsets_of, plane_grids
 from .base import SegModel
+from .ops import inverse_counts, scatter_mean
 
 IN_FEATURES = 5  # intensity, x, y, z, radius
 
@@ -61,12 +65,19 @@ class WaffleIronConfig:
     norm: Literal["batch", "layer"] = "batch"  # token norm of every layer (layer norm for wide models)
     drop_path: float = not_architecture(0.0)  # stochastic depth probability of every residual branch
     layer_scale: float = not_architecture(0.1)  # initial per-channel scale of every residual branch
-    neighbors: int = 16  # k of the neighbourhood embedding when the batch brings no `knn` (torch.cdist)
+    neighbors: int = 16  # k of the neighbourhood embedding when the batch brings no `knn` (searched in the model)
     freeze_backbone: bool = not_architecture(False)  # linear probing: only the BN + linear head trains
     # fine-tuning: lr scale decay^(depth + 1 - layer id) (embedding 0, layer i -> i + 1, head depth + 1);
     # 0: off
     layer_decay: float = not_architecture(0.0)
     grad_checkpoint: bool = not_architecture(False)  # recompute each layer in backward to save memory
+    # classifier: BatchNorm + linear (ScaLR's downstream head, finetune.py); false: the linear layer
+    # alone (WaffleIron's `classif`, waffleiron/segmenter.py)
+    head_norm: bool = True
+    # points outside `fov`: "crop" leaves them out of the model's input (training drops them, evaluation
+    # predicts them from the nearest kept point), as the official code crops (utils/transforms.py Crop);
+    # "border": the model runs on them too, in the border cells of the planes
+    outside_fov: Literal["crop", "border"] = "border"
 
     def check(self, cfg) -> None:
         if len(self.projections) != len(self.grids) or not self.projections:
@@ -87,66 +98,6 @@ class WaffleIronConfig:
         if sp.neighbors and sp.neighbors != self.neighbors:
             raise ConfigError(f"data.sampling.neighbors ({sp.neighbors}) differs from model.waffleiron.neighbors "
                               f"({self.neighbors})")
-
-
-# ------------------------------------------------------------------------------- projections
-
-
-def plane_cells(xyz: torch.Tensor, batch: torch.Tensor, axis: int, grid: tuple[int, int],
-                fov_min: torch.Tensor, fov_max: torch.Tensor) -> torch.Tensor:
-    """Flat cell index (M,) into a (B * H * W) raster of the plane that drops `axis`.
-
-    The two remaining axes (in increasing order) map fov_min..fov_max onto rows 0..H-1 and columns
-    0..W-1; points outside the field of view fall into the border cells."""
-    dims = [d for d in range(3) if d != axis]
-    h, w = grid
-    lo, hi = fov_min[dims], fov_max[dims]
-    size = torch.tensor([h, w], device=xyz.device, dtype=xyz.dtype)
-    q = torch.floor((xyz[:, dims] - lo) / (hi - lo) * size).long()
-    row = q[:, 0].clamp(0, h - 1)
-    col = q[:, 1].clamp(0, w - 1)
-    return (batch * h + row) * w + col
-
-
-def scatter_mean(tokens: torch.Tensor, cells: torch.Tensor, num_cells: int,
-                 inv_count: torch.Tensor | None = None) -> torch.Tensor:
-    """tokens (M, C), cells (M,) -> (num_cells, C): mean of the tokens of each cell, 0 where empty.
-
-    Without `inv_count`: one `torch.scatter_reduce(reduce="mean")`. With `inv_count` (num_cells, 1)
-    = 1 / max(points per cell, 1) (`cell_weights`, computed once per plane and shared by all its
-    layers): a sum by `index_add` times inv_count, the same numbers about 5x faster forward +
-    backward on CPU (measured: 44 ms vs 250 ms for 20 k tokens x 64 channels on 32 k cells)."""
-    if inv_count is None:
-        index = cells[:, None].expand(-1, tokens.shape[1])
-        out = tokens.new_zeros(num_cells, tokens.shape[1])
-        return out.scatter_reduce(0, index, tokens, reduce="mean", include_self=False)
-    total = tokens.new_zeros(num_cells, tokens.shape[1]).index_add(0, cells, tokens)
-    return total * inv_count.to(tokens.dtype)
-
-
-def cell_weights(cells: torch.Tensor, num_cells: int) -> torch.Tensor:
-    """(num_cells, 1) float32: 1 / (points in the cell), 1 for empty cells."""
-    count = torch.zeros(num_cells, dtype=torch.float32, device=cells.device)
-    count.index_add_(0, cells, torch.ones(len(cells), dtype=torch.float32, device=cells.device))
-    return (1.0 / count.clamp_min(1.0))[:, None]
-
-
-def knn_indices(xyz: torch.Tensor, batch: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
-    """(M, k) nearest other points of every point within its own scan (chunked torch.cdist); the
-    fallback when the loader did not compute `knn` (data.sampling.neighbors = 0)."""
-    out = torch.empty(len(xyz), k, dtype=torch.long, device=xyz.device)
-    for b in torch.unique(batch).tolist():
-        idx = torch.nonzero(batch == b).squeeze(1)
-        p = xyz[idx]
-        kk = min(k + 1, len(idx))
-        for s in range(0, len(idx), chunk):
-            d = torch.cdist(p[s:s + chunk], p)  # (c, n)
-            nn_ = d.topk(kk, dim=1, largest=False).indices  # ascending distance, itself first
-            nn_ = nn_[:, 1:] if kk > 1 else nn_
-            if nn_.shape[1] < k:
-                nn_ = torch.cat([nn_, nn_[:, -1:].expand(-1, k - nn_.shape[1])], dim=1)
-            out[idx[s:s + chunk]] = idx[nn_]
-    return out
 
 
 # ----------------------------------------------------------------------------------- layers
@@ -270,6 +221,7 @@ class WaffleIron(SegModel):
         freeze_backbone: bool = False,
         layer_decay: float = 0.0,
         grad_checkpoint: bool = False,
+        head_norm: bool = True,
     ):
         super().__init__()
         if len(projections) != len(grids):
@@ -281,13 +233,12 @@ class WaffleIron(SegModel):
         self.freeze_backbone = freeze_backbone
         self.layer_decay = layer_decay
         self.grad_checkpoint = grad_checkpoint
-        self.register_buffer("fov_min", torch.tensor(fov[0], dtype=torch.float32), persistent=False)
-        self.register_buffer("fov_max", torch.tensor(fov[1], dtype=torch.float32), persistent=False)
+        self.planes = plane_grids(self.projections, self.grids, fov)  # geometry.PlaneGrid per projection
         self.embed = PointEmbedding(IN_FEATURES, width)
         self.layers = nn.ModuleList(
             WaffleLayer(width, self.grids[i % len(self.grids)], norm, drop_path, layer_scale) for i in range(depth)
         )
-        self.head = nn.Sequential(nn.BatchNorm1d(width), nn.Linear(width, num_classes))
+        self.head = nn.Sequential(nn.BatchNorm1d(width) if head_norm else nn.Identity(), nn.Linear(width, num_classes))
         nn.init.zeros_(self.head[1].weight)
         nn.init.zeros_(self.head[1].bias)
         if freeze_backbone:
@@ -302,7 +253,16 @@ class WaffleIron(SegModel):
             grids=tuple(tuple(g) for g in w.grids), fov=(tuple(w.fov[0]), tuple(w.fov[1])), norm=w.norm,
             drop_path=w.drop_path, layer_scale=w.layer_scale, neighbors=w.neighbors,
             freeze_backbone=w.freeze_backbone, layer_decay=w.layer_decay, grad_checkpoint=w.grad_checkpoint,
+            head_norm=w.head_norm,
         )
+
+    @staticmethod
+    def loader_geometry(cfg) -> LoaderGeometry:
+        """The loader computes the plane cells (sample["plane_cells"]) and, with outside_fov "crop",
+        keeps the points outside the field of view out of the model's input."""
+        w = cfg.model.waffleiron
+        crop = (tuple(w.fov[0]), tuple(w.fov[1])) if w.outside_fov == "crop" else None
+        return LoaderGeometry(planes=plane_grids(w.projections, w.grids, w.fov), crop=crop)
 
     @property
     def feature_dim(self) -> int:
@@ -347,19 +307,25 @@ class WaffleIron(SegModel):
             up = sub
         else:
             up = batch["up_index"]
-        pts = points[sub].float()
+        pts = points[sub].to(self.embed.point.weight.dtype)  # float32 (float64 for a double model)
         sbatch = bid[sub]
         batch_size = len(batch["offsets"]) - 1
         xyz = pts[:, :3]
-        knn = batch.get("knn")
-        if knn is None:
-            knn = knn_indices(xyz.detach(), sbatch, self.neighbors)
+        knn = batch.get("knn")  # (M, 1 + k): the point itself, then its k nearest kept points
+        if knn is None:  # data.sampling.neighbors = 0: search here (slower, on the main process)
+            knn = knn_torch(xyz.detach(), offsets_of(sbatch, batch_size), self.neighbors + 1)
         feat = torch.cat([pts[:, 3:4], xyz, xyz.norm(dim=1, keepdim=True)], dim=1)  # (M, 5)
+        local = batch.get("plane_cells")  # (M, P) cell of each kept point in each plane
+        if local is None:  # a loader without this model's LoaderGeometry: compute them here
+            local = torch.stack([p.cells_torch(xyz) for p in self.planes], dim=1)
+        elif local.shape != (len(xyz), len(self.planes)):
+            raise ValueError(f"batch['plane_cells'] has shape {tuple(local.shape)}, this WaffleIron expects "
+                             f"({len(xyz)}, {len(self.planes)}): was the loader built for another model config?")
         planes = []
-        for a, g in zip(self.projections, self.grids):
-            cells = plane_cells(xyz, sbatch, a, g, self.fov_min, self.fov_max)
-            planes.append((cells, cell_weights(cells, batch_size * g[0] * g[1])))
-        x = self.embed(feat, knn)
+        for k, plane in enumerate(self.planes):
+            cells = sbatch * plane.num_cells + local[:, k]  # (M,) into the (B * H * W) raster
+            planes.append((cells, inverse_counts(cells, batch_size * plane.num_cells)))
+        x = self.embed(feat, knn[:, 1:])
         for i, layer in enumerate(self.layers):
             cells, inv_count = planes[i % len(planes)]
             if self.grad_checkpoint and torch.is_grad_enabled() and x.requires_grad:
@@ -378,4 +344,4 @@ class WaffleIron(SegModel):
                 f"layer_decay={self.layer_decay}, freeze_backbone={self.freeze_backbone}")
 
 
-__all__ = ["WaffleIron", "plane_cells", "scatter_mean", "cell_weights", "knn_indices"]
+__all__ = ["WaffleIron"]

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from ..data.dataset import SegmentationDataset, mixed_training_set
+from ..geometry import LoaderGeometry
 from ..engine.evaluate import Evaluation, point_evaluation
 from ..errors import CheckpointError
 from ..losses import class_weights_from_counts
@@ -37,8 +38,9 @@ from ..losses import class_weights_from_counts
 
 @dataclass
 class TaskContext:
-    """What a task may use of the run: the config, readers, labels, device, precision, and
-    `load_model(path, expect=..., role=..., freeze=...)` for models of other runs (a teacher)."""
+    """What a task may use of the run: the config, readers, labels, device, precision, the model's
+    loader geometry (`samples(...)` builds datasets with it), and `load_model(path, expect=..., role=...,
+    freeze=...)` for models of other runs (a teacher)."""
 
     cfg: object
     labels: object  # LabelSpec of the dataset
@@ -47,12 +49,17 @@ class TaskContext:
     device: torch.device
     dtype: torch.dtype | None
     load_model: Callable | None = None
+    geometry: LoaderGeometry = field(default_factory=LoaderGeometry)  # the model's loader-side maps
     _counts: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def train_reader(self):
         """The reader of the labelled training frames of the (first) dataset."""
         return self.train_readers[0][0]
+
+    def samples(self, reader, data_cfg, train: bool, seed: int = 0, views=None) -> SegmentationDataset:
+        """The segmentation samples of `reader` for this run's model (its loader geometry included)."""
+        return SegmentationDataset(reader, data_cfg, train=train, seed=seed, views=views, geometry=self.geometry)
 
     def class_counts(self) -> np.ndarray:
         """Labelled points per class over the training frames of the dataset (computed once)."""
@@ -94,11 +101,11 @@ class Task(nn.Module):
     def train_dataset(self, ctx: TaskContext):
         cfg = ctx.cfg
         return mixed_training_set(
-            ctx.train_readers, lambda reader, dcfg, seed: SegmentationDataset(reader, dcfg, train=True, seed=seed),
+            ctx.train_readers, lambda reader, dcfg, seed: ctx.samples(reader, dcfg, train=True, seed=seed),
             cfg.train.seed)
 
     def evaluations(self, ctx: TaskContext) -> list[Evaluation]:
-        return [point_evaluation(self.model, SegmentationDataset(ctx.val_reader, ctx.cfg.data, train=False), ctx.labels,
+        return [point_evaluation(self.model, ctx.samples(ctx.val_reader, ctx.cfg.data, train=False), ctx.labels,
                                  name="val")]
 
     def score(self, metrics: dict) -> float:

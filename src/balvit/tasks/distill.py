@@ -131,18 +131,18 @@ class DistillTask(Task):
 
     # -- data --------------------------------------------------------------------------------------
 
-    def _dataset(self, reader, data_cfg, train: bool, seed: int) -> SegmentationDataset:
+    def _dataset(self, ctx: TaskContext, reader, data_cfg, train: bool, seed: int) -> SegmentationDataset:
         views = CameraViews(reader, which="one", image_size=self.image_size, min_depth=self.min_depth, train=train,
                             seed=seed)
-        return SegmentationDataset(reader, data_cfg, train=train, seed=seed, views=views)
+        return ctx.samples(reader, data_cfg, train=train, seed=seed, views=views)
 
     def train_dataset(self, ctx: TaskContext):
-        return mixed_training_set(ctx.train_readers, lambda r, dcfg, seed: self._dataset(r, dcfg, True, seed),
+        return mixed_training_set(ctx.train_readers, lambda r, dcfg, seed: self._dataset(ctx, r, dcfg, True, seed),
                                   ctx.cfg.train.seed)
 
     def evaluations(self, ctx: TaskContext) -> list[Evaluation]:
         """The distillation loss over every visible point of the validation frames."""
-        data = self._dataset(ctx.val_reader, ctx.cfg.data, False, ctx.cfg.train.seed)
+        data = self._dataset(ctx, ctx.val_reader, ctx.cfg.data, False, ctx.cfg.train.seed)
         sums = Sums(("loss_sum", "pairs"), {"distill_loss": ("loss_sum", "pairs")})
         return [Evaluation("val", data, self, self.validation_outputs, [sums])]
 

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.dataset import SegmentationDataset, mixed_training_set
+from ..data.dataset import mixed_training_set
 from ..data.labels import IGNORE
 from ..data.pseudo_labels import PseudoLabels
 from ..data.views import CameraViews
@@ -119,7 +119,7 @@ def labelled_views(ctx: TaskContext, flip: bool):
 
     def make(reader, dcfg, seed, train: bool = True):
         views = CameraViews(reader, which="all", flip=flip, labeller=labeller, train=True, seed=seed)
-        return SegmentationDataset(reader, replace(dcfg, cameras=False), train=train, seed=seed, views=views)
+        return ctx.samples(reader, replace(dcfg, cameras=False), train=train, seed=seed, views=views)
 
     return make
 
@@ -171,7 +171,7 @@ class ELiTeTeacherTask(Task):
         if not ctx.val_reader.has_labels:
             raise ConfigError(f"split {ctx.val_reader.split!r} has no labels to evaluate the teacher against")
         views = CameraViews(ctx.val_reader, which="all", truth=True, train=False)
-        data = SegmentationDataset(ctx.val_reader, replace(ctx.cfg.data, cameras=False), train=False, views=views)
+        data = ctx.samples(ctx.val_reader, replace(ctx.cfg.data, cameras=False), train=False, views=views)
         return [Evaluation("val teacher", data, self.model, self.teacher_predictions, [
             PointSegmentation(ctx.labels, mask_key="visible"),
             CameraPixels(ctx.labels, "pixel_pred", "truth", "pixel_")])]
@@ -246,7 +246,7 @@ class ELiTeStudentTask(Task):
 
         def make(reader, dcfg, seed):
             views = CameraViews(reader, which="all", train=True, seed=seed)
-            return SegmentationDataset(reader, replace(dcfg, cameras=False), train=True, seed=seed, views=views)
+            return ctx.samples(reader, replace(dcfg, cameras=False), train=True, seed=seed, views=views)
 
         return mixed_training_set(ctx.train_readers, make, cfg.train.seed)
 

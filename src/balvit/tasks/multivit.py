@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.dataset import SegmentationDataset, mixed_training_set
+from ..data.dataset import mixed_training_set
 from ..data.pseudo_labels import PseudoLabels
 from ..data.views import CameraViews, resize_image, stack_views
 from ..engine.evaluate import CameraPixels, Evaluation, point_evaluation
@@ -124,7 +124,7 @@ class MultiViTCameraTask(Task):
             views = CameraViews(reader, which="one", image_size=tuple(cfg.model.multivit.image_size),
                                 flip=aug.enabled, crop_to_points=align and aug.enabled and bool(aug.crop_width),
                                 aim_crop=align, labeller=self.labeller, train=True, seed=seed)
-            return SegmentationDataset(reader, replace(dcfg, cameras=False), train=True, seed=seed, views=views)
+            return ctx.samples(reader, replace(dcfg, cameras=False), train=True, seed=seed, views=views)
 
         return mixed_training_set(ctx.train_readers, make, cfg.train.seed)
 
@@ -132,7 +132,7 @@ class MultiViTCameraTask(Task):
         """Every camera (or the first camera_task.val_cameras) of the validation frames at full size."""
         views = CameraViews(ctx.val_reader, which="all", max_views=self.task_cfg.val_cameras, labeller=self.labeller,
                             truth=True, train=False, seed=self.cfg.train.seed)
-        data = SegmentationDataset(ctx.val_reader, replace(self.cfg.data, cameras=False), train=False, views=views)
+        data = ctx.samples(ctx.val_reader, replace(self.cfg.data, cameras=False), train=False, views=views)
         labels = ctx.labels
         return Evaluation("val camera", data, self.model, self.camera_predictions, [
             CameraPixels(labels, "camera_pred", "label", "camera_pseudo_"),
@@ -180,7 +180,7 @@ class MultiViTJointTask(MultiViTCameraTask):
     trains_lidar = True
 
     def evaluations(self, ctx: TaskContext) -> list[Evaluation]:
-        lidar = SegmentationDataset(ctx.val_reader, replace(self.cfg.data, cameras=False), train=False)
+        lidar = ctx.samples(ctx.val_reader, replace(self.cfg.data, cameras=False), train=False)
         return [point_evaluation(self.model, lidar, ctx.labels, name="val"), self.camera_evaluation(ctx)]
 
     def score(self, metrics: dict) -> float:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ...errors import ConfigError
 from ...io import ensure_writable
+from ..camera import pose_matrix, rot_to_quat
 from ..labels import load_yaml
 from . import writers as wr
 from .camera import PinholeCamera, render
@@ -220,12 +221,12 @@ def _plan_nuscenes(ctx: Context, names: list[str], progress: bool) -> None:
                     *np.deg2rad(rng.normal(0, 0.3, 3)))
                 t = np.array(tr) + rng.normal(0, 0.01, 3)
                 K = np.array([[f * ctx.scale, 0, cx * ctx.scale], [0, f * ctx.scale, cy * ctx.scale], [0, 0, 1.0]])
-            q = wr.quat_from_matrix(R)
+            q = rot_to_quat(R).tolist()
             tok = wr.token(S, "cs", name, ch)
             T["calibrated_sensor"].append({"token": tok, "sensor_token": wr.token("sensor", ch),
                                            "translation": [float(v) for v in t], "rotation": q,
                                            "camera_intrinsic": [] if K is None else K.tolist()})
-            cs[ch] = (tok, wr.transform(q, t), K)
+            cs[ch] = (tok, pose_matrix(t, q), K)
         t0_us = 1_530_000_000_000_000 + int(rng.integers(0, 10**13))
         scene_tok = wr.token(S, "scene", name)
         sample_toks = [wr.token(S, "sample", name, i) for i in range(ctx.frames)]
@@ -243,14 +244,14 @@ def _plan_nuscenes(ctx: Context, names: list[str], progress: bool) -> None:
                 ego_w = world.ego_matrix(t_world, tilt=False)
                 ego_g = G @ ego_w
                 ep_tok = wr.token(S, "ego_pose", name, ch, i)
-                q = wr.quat_from_matrix(ego_g[:3, :3])
+                q = rot_to_quat(ego_g[:3, :3]).tolist()
                 T["ego_pose"].append({"token": ep_tok, "timestamp": ts, "rotation": q,
                                       "translation": [float(v) for v in ego_g[:3, 3]]})
                 sd_tok = wr.token(S, "sample_data", name, ch, i)
                 cam = ch != "LIDAR_TOP"
                 fname = f"samples/{ch}/{logfile}__{ch}__{ts}.{'jpg' if cam else 'pcd.bin'}"
                 # render from the pose exactly as the tables state it (quaternion round trip), in world coordinates
-                ego_w_tab = np.linalg.inv(G) @ wr.transform(q, ego_g[:3, 3])
+                ego_w_tab = np.linalg.inv(G) @ pose_matrix(ego_g[:3, 3], q)
                 row = {"token": sd_tok, "sample_token": sample_toks[i], "ego_pose_token": ep_tok,
                        "calibrated_sensor_token": cs[ch][0], "timestamp": ts, "fileformat": "jpg" if cam else "pcd",
                        "is_key_frame": True, "height": H if cam else 0, "width": W if cam else 0, "filename": fname,

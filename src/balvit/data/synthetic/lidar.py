@@ -4,7 +4,7 @@ Two sensors: HDL-64E-like for SemanticKITTI (64 beams from +2.0 to -24.8 deg in 
 1/3 and 1/2 deg spacing, as in the Velodyne HDL-64E datasheet; 2048 azimuth steps; returns up to 120 m)
 and HDL-32E-like for nuScenes (32 beams evenly from +10 to -30 deg, 1084 steps, up to 70 m). Rays go out
 on a regular (beam, azimuth) grid; azimuth of column c = phase + pi - 2 pi (c + 0.5) / W, which is the
-column convention of the range-view projection (projection.py), so column c of the generating grid is
+column convention of the range-view projection (balvit.geometry), so column c of the generating grid is
 column c of a range image of the scan.
 
 Sensor effects: Gaussian range noise (2 cm), leaves let rays in a little (up to 0.25 m), ray dropout that

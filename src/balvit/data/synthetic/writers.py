@@ -131,46 +131,6 @@ def token(*key) -> str:
     return hashlib.md5("/".join(str(k) for k in key).encode()).hexdigest()
 
 
-def quat_from_matrix(R: np.ndarray) -> list[float]:
-    """Rotation matrix (3, 3) -> unit quaternion [w, x, y, z] with w >= 0."""
-    m = R
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = np.sqrt(tr + 1.0) * 2
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
-        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
-        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
-    else:
-        s = np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
-        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
-    q = np.array(q)
-    q /= np.linalg.norm(q)
-    if q[0] < 0:
-        q = -q
-    return [float(v) for v in q]
-
-
-def matrix_from_quat(q) -> np.ndarray:
-    w, x, y, z = q
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def transform(rotation, translation) -> np.ndarray:
-    """4x4 from a [w, x, y, z] quaternion and a translation, as the nuScenes tables store poses."""
-    T = np.eye(4)
-    T[:3, :3] = matrix_from_quat(rotation)
-    T[:3, 3] = translation
-    return T
-
-
 NUS_CATEGORY_DESCRIPTIONS = {
     "noise": "Any lidar return that does not correspond to a physical object.",
     "animal": "All animals.",

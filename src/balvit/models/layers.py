@@ -2,7 +2,9 @@
 
 The residual range-view block follows the context blocks of SalsaNext (Cortinhal et al., ISVC
 2020) as used in RangeViT's stem (Ando et al., CVPR 2023): a 1x1 shortcut, then 3x3 and dilated
-3x3 convolutions. Polar BEV convolutions pad the azimuth axis circularly (PolarNet, Zhang et al.,
+3x3 convolutions (`ResContextBlock`: conv -> BN -> LeakyReLU(0.1), this toolkit's order;
+`SalsaContextBlock` / `SalsaResBlock` / `ConvActBN`: the official conv -> LeakyReLU(0.01) -> BN
+order with biases, which official RangeViT checkpoints need). Polar BEV convolutions pad the azimuth axis circularly (PolarNet, Zhang et al.,
 CVPR 2020), since azimuth bin 0 and bin A-1 are neighbours.
 """
 
@@ -81,3 +83,60 @@ class SegHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.mlp(x))
+
+
+class SalsaContextBlock(nn.Module):
+    """SalsaNext's residual context block exactly as RangeViT's stem has it (valeoai/rangevit
+    models/stems.py ResContextBlock; Cortinhal et al., ISVC 2020): every conv has a bias and is
+    followed by LeakyReLU(0.01), then BatchNorm; no activation after the sum.
+
+        s = act(conv1x1(x));  y = bn2(act(conv3x3_d2(bn1(act(conv3x3(s))))));  out = s + y
+    """
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv3 = nn.Conv2d(cout, cout, 3, dilation=2, padding=2)
+        self.bn2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.leaky_relu(self.conv1(x))
+        y = self.bn1(F.leaky_relu(self.conv2(s)))
+        return s + self.bn2(F.leaky_relu(self.conv3(y)))
+
+
+class SalsaResBlock(nn.Module):
+    """SalsaNext's residual block without pooling or dropout, as the last block of RangeViT's stem
+    (valeoai/rangevit models/stems.py ResBlock(pooling=False, drop_out=False)):
+
+        s = act(conv1x1(x)); a1 = bn1(act(conv3x3(x))); a2 = bn2(act(conv3x3_d2(a1)));
+        a3 = bn3(act(conv2x2_d2(a2))); out = s + bn4(act(conv1x1([a1, a2, a3])))
+    """
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 1)
+        self.conv2 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv3 = nn.Conv2d(cout, cout, 3, dilation=2, padding=2)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv4 = nn.Conv2d(cout, cout, 2, dilation=2, padding=1)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.conv5 = nn.Conv2d(cout * 3, cout, 1)
+        self.bn4 = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.leaky_relu(self.conv1(x))
+        a1 = self.bn1(F.leaky_relu(self.conv2(x)))
+        a2 = self.bn2(F.leaky_relu(self.conv3(a1)))
+        a3 = self.bn3(F.leaky_relu(self.conv4(a2)))
+        return s + self.bn4(F.leaky_relu(self.conv5(torch.cat([a1, a2, a3], dim=1))))
+
+
+class ConvActBN(nn.Sequential):
+    """Conv (with bias) -> LeakyReLU(0.01) -> BatchNorm, the order of RangeViT's decoder blocks."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3):
+        super().__init__(nn.Conv2d(cin, cout, k, padding=(k - 1) // 2), nn.LeakyReLU(), nn.BatchNorm2d(cout))
