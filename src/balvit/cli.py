@@ -3,13 +3,21 @@
 Every command that runs a model works the same under `torchrun --nproc_per_node=N` (DDP) and as a
 single process. Errors in the input (a wrong config key, a missing file, a corrupt scan, a
 checkpoint of another model) end with one line naming the problem and exit status 2.
+
+Under torchrun (`report_error`) each failing process also writes that line into torchrun's error file
+(TORCHELASTIC_ERROR_FILE), so that the summary torchrun prints last shows it as the failure's
+"traceback"; rank 0 prints it, the other ranks leave it to that summary (an error every rank raises
+is printed once). torchrun itself then exits 1 (it has no way to pass a child's status on).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
+import time
 
 from .errors import BalvitError, ConfigError
 from .run_config import Config, load_config
@@ -22,6 +30,11 @@ def _config(args) -> Config:
     if getattr(args, "data_root", None):
         overrides.append(f"data.root={args.data_root}")
     return load_config(args.config, overrides)
+
+
+def _not_negative(value: int | None, flag: str) -> None:
+    if value is not None and value < 0:
+        raise ConfigError(f"{flag} must be >= 0, got {value}")
 
 
 def cmd_train(args) -> int:
@@ -50,6 +63,7 @@ def cmd_eval(args) -> int:
     from .engine.log import setup_logging
     from .engine.trainer import run_eval
 
+    _not_negative(args.pictures, "--pictures")
     info = D.init_distributed()
     setup_logging(info.rank)
     try:
@@ -66,6 +80,7 @@ def cmd_predict(args) -> int:
     from .engine.log import setup_logging
     from .engine.trainer import run_predict
 
+    _not_negative(args.pictures, "--pictures")
     info = D.init_distributed()
     setup_logging(info.rank)
     try:
@@ -149,6 +164,7 @@ def cmd_stats(args) -> int:
 def cmd_pseudolabels(args) -> int:
     from .data.pseudo_labels import write_pseudolabels
 
+    _not_negative(args.frames, "--frames")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = _config(args)
     result = write_pseudolabels(cfg, args.split, args.out, max_frames=args.frames, progress=not args.no_progress)
@@ -279,8 +295,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except BalvitError as e:
-        print(f"balvit {args.command}: error: {e}", file=sys.stderr)
+        report_error(f"balvit {args.command}: error: {e}")
         return 2
+
+
+def report_error(line: str) -> None:
+    """Print an error line on stderr; under torchrun also write it into this process's error file
+    (torchrun's summary shows it), and print it on rank 0 only."""
+    rank = int(os.environ.get("RANK", "0") or 0)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:  # the format torch.distributed.elastic's ErrorHandler.record_exception writes
+        record = {"message": {"message": line, "extraInfo": {"py_callstack": line,
+                                                             "timestamp": str(int(time.time()))}}}
+        try:
+            with open(error_file, "w") as f:
+                json.dump(record, f)
+        except OSError:
+            error_file = None
+    if rank == 0 or not error_file:
+        print(f"[rank {rank}] {line}" if rank else line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 A crash or Ctrl-C therefore never leaves a half-written prediction, checkpoint or report behind.
 Files get the permissions of a normal write (0666 minus the user's umask), not mkstemp's 0600. An
 output folder that cannot be written (a path under a file, a read-only file system, a full disk) is
-a `DataError` naming it; `ensure_writable` checks one before long work starts.
+a `DataError` naming it; `ensure_writable` (creating the folder) or `check_writable` (creating
+nothing) checks one before long work starts.
 """
 
 from __future__ import annotations
@@ -34,6 +35,24 @@ def ensure_writable(folder: str | os.PathLike, what: str = "output folder") -> P
         os.unlink(tmp)
     except OSError as e:
         raise DataError(f"{what} {folder} is not writable: {e.strerror or e}") from None
+    return folder
+
+
+def check_writable(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Like `ensure_writable`, without leaving anything behind: an existing `folder` must take a file;
+    a missing one needs its nearest existing parent to take a folder. DataError otherwise."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return ensure_writable(folder, what)
+    parent = folder
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"{what} {folder} is not writable: {parent} is a file, not a folder")
+    try:  # a folder made and removed at once: the only test that a read-only or special file system passes honestly
+        os.rmdir(tempfile.mkdtemp(prefix=".balvit-write-test.", dir=parent))
+    except OSError as e:
+        raise DataError(f"{what} {folder} is not writable: cannot create folders in {parent} ({e.strerror or e})") from None
     return folder
 
 
@@ -79,11 +98,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
+    path = Path(path)
     with atomic_path(path) as tmp:
         try:
             torch.save(obj, tmp)
         except RuntimeError as e:  # torch reports a short write (e.g. a full disk) as a RuntimeError
-            raise DataError(f"cannot write {path}: {str(e).splitlines()[0]} (is the disk full?)") from None
+            kept = f"; the previous {path.name} is unchanged" if path.exists() else ""
+            raise DataError(f"cannot write {path}: the write stopped short (is the disk full?){kept} "
+                            f"[torch: {str(e).splitlines()[0].strip()}]") from None
     return Path(path)
 
 

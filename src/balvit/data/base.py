@@ -53,6 +53,20 @@ class ScanDataset(ABC):
     def has_labels(self) -> bool:
         """False for splits without ground truth (e.g. the SemanticKITTI test sequences)."""
 
+    def missing_labels(self) -> list[str]:
+        """Where this split's ground truth should be and is not ("<folder or table>: <problem>"), empty
+        when every frame has labels. Readers override it to name the folder / table at fault."""
+        return [] if self.has_labels else [f"{self.describe()}: has no labels"]
+
+    def require_labels(self, why: str) -> None:
+        """Refuse (DataError) a split without labels for every frame, naming the missing folder or
+        table; `why` says what needs them (e.g. "training", "balvit eval")."""
+        missing = self.missing_labels()
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise DataError(f"{missing[0]}{more}: {why} needs the labels of every frame of the {self.describe()}; "
+                            "without them its loss or score would silently count nothing")
+
     @abstractmethod
     def load_points(self, i: int) -> np.ndarray:
         """float32 (N, 4) x, y, z, intensity of frame i."""

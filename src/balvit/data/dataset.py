@@ -66,7 +66,10 @@ def build_reader(cfg: DataConfig, split: str, frames: list[str] | None = None) -
         from .semantickitti import SemanticKITTI
 
         sequences = {cfg.train_split: cfg.train_sequences, cfg.val_split: cfg.val_sequences}.get(split) or None
-        return SemanticKITTI(cfg.root, split, sequences=sequences, frames=frames, nan_policy=cfg.nan_policy)
+        key = {cfg.train_split: "data.train_sequences=[...]", cfg.val_split: "data.val_sequences=[...]"}.get(
+            split, f"data.val_split={split} data.val_sequences=[...] (they go together)")
+        return SemanticKITTI(cfg.root, split, sequences=sequences, frames=frames, nan_policy=cfg.nan_policy,
+                             sequences_hint=key)
     if cfg.dataset == "nuscenes":
         from .nuscenes import NuScenes
 
@@ -83,6 +86,10 @@ def training_frames(cfg: DataConfig) -> tuple[list[str], str]:
     if cfg.split_file:
         path = resolve_split_file(cfg.split_file)
         frames = read_split_file(path)
+        missing = sorted(set(frames) - set(full.frames))
+        if missing:
+            raise DataError(f"{path}: names {len(missing)} frame(s) that are not in the {full.describe()}: "
+                            f"{missing[:5]}{' ...' if len(missing) > 5 else ''}")
         return frames, f"{len(frames)} frames from {path}"
     if cfg.label_fraction >= 100:
         return list(full.frames), f"all {len(full.frames)} {cfg.train_split} frames"

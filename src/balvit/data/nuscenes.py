@@ -393,6 +393,19 @@ class NuScenes(ScanDataset):
     def has_labels(self) -> bool:
         return self._tables.lidarseg is not None and self.split != "test"
 
+    def missing_labels(self) -> list[str]:
+        """lidarseg.json missing, or the keyframes it has no entry for."""
+        table = self.root / self.version / "lidarseg.json"
+        if self.split == "test":
+            return [f"{self.root / self.version}: split 'test' has no labels"]
+        if self._tables.lidarseg is None:
+            return [f"{table}: missing (the nuScenes-lidarseg table, from the lidarseg download)"]
+        lost = [t for t in self.frames if t not in self._tables.lidarseg]
+        if lost:
+            return [f"{table}: no entry for {len(lost)} of the {len(self.frames)} LIDAR_TOP keyframes of split "
+                    f"{self.split!r}, e.g. sample_data {lost[0]}"]
+        return []
+
     def has_label_entry(self, i: int) -> bool:
         """Whether lidarseg.json names a label file for frame i (see label_path)."""
         return self._tables.lidarseg is not None and self.frames[i] in self._tables.lidarseg

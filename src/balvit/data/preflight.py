@@ -85,23 +85,24 @@ def format_problems(problems: list[Problem], limit: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def preflight(cfg, splits: Iterable[str] | None = None) -> list[Problem]:
+def preflight(cfg, splits: Iterable[str] | None = None, labels: bool = True) -> list[Problem]:
     """All problems of the configured splits (`cfg`: a Config or its DataConfig); empty = ready."""
-    return run_preflight(cfg, splits).problems
+    return run_preflight(cfg, splits, labels).problems
 
 
-def check_or_raise(cfg, splits: Iterable[str] | None = None, limit: int = 20) -> PreflightReport:
+def check_or_raise(cfg, splits: Iterable[str] | None = None, limit: int = 20, labels: bool = True) -> PreflightReport:
     """`run_preflight`, raising one DataError that lists the errors (the trainer calls this before
-    step 1); warnings are returned in the report."""
-    report = run_preflight(cfg, splits)
+    step 1, eval and predict before the first frame); warnings are returned in the report."""
+    report = run_preflight(cfg, splits, labels)
     if report.errors:
         raise DataError(f"pre-flight check of {_data(cfg).root}: {report.summary()}\n"
                         f"{format_problems(report.errors, limit)}\n(`balvit check CONFIG --data_root DIR` lists all)")
     return report
 
 
-def run_preflight(cfg, splits: Iterable[str] | None = None) -> PreflightReport:
-    """Check `splits` (default: data.train_split and data.val_split) of the configured dataset."""
+def run_preflight(cfg, splits: Iterable[str] | None = None, labels: bool = True) -> PreflightReport:
+    """Check `splits` (default: data.train_split and data.val_split) of the configured dataset;
+    `labels=False`: only the scans (and cameras) are needed (prediction, distillation)."""
     data = _data(cfg)
     wanted = list(dict.fromkeys(splits if splits is not None else (data.train_split, data.val_split)))
     report = PreflightReport(splits=wanted)
@@ -109,9 +110,9 @@ def run_preflight(cfg, splits: Iterable[str] | None = None) -> PreflightReport:
     if not data.root:
         report.problems.append(Problem("data.root", "no dataset root given: pass --data_root DIR"))
     elif data.dataset == "semantickitti":
-        _KittiCheck(data, report).run(wanted)
+        _KittiCheck(data, report, labels).run(wanted)
     elif data.dataset == "nuscenes":
-        _NuScenesCheck(data, report).run(wanted)
+        _NuScenesCheck(data, report, labels).run(wanted)
     else:
         report.problems.append(Problem("data.dataset", f"unknown dataset {data.dataset!r}"))
     report.seconds = time.perf_counter() - start
@@ -139,9 +140,10 @@ def _size(path: Path) -> int | None:
 
 
 class _Check:
-    def __init__(self, data, report: PreflightReport):
+    def __init__(self, data, report: PreflightReport, labels: bool = True):
         self.data = data
         self.report = report
+        self.labels = labels  # False: the labels are not needed (not checked)
 
     def add(self, path, problem: str, severity: str = ERROR) -> None:
         self.report.problems.append(Problem(str(path), problem, severity))
@@ -226,13 +228,14 @@ class _KittiCheck(_Check):
         except DataError as exc:
             self.add(self.data.root, str(exc))
             return None
-        labelled = split != "test"
+        labelled = split != "test" and self.labels
         present = []
         for seq in seqs:
             velo = self.root / seq / "velodyne"
             if not velo.is_dir():
                 key = {self.data.train_split: "train_sequences", self.data.val_split: "val_sequences"}.get(split)
-                hint = f" (a partial copy: set data.{key})" if key else ""
+                hint = (f" (a partial copy: set data.{key})" if key else
+                        f" (a partial copy: set data.val_split={split} and data.val_sequences)")
                 self.add(velo, f"missing: sequence {seq} belongs to split {split!r}{hint}")
                 continue
             if not any(name.endswith(".bin") for name in os.listdir(velo)):
@@ -244,7 +247,8 @@ class _KittiCheck(_Check):
         if not present:
             return set()
         try:
-            reader = SemanticKITTI(self.root, split, sequences=present, nan_policy=self.data.nan_policy)
+            reader = SemanticKITTI(self.root, split, sequences=present, nan_policy=self.data.nan_policy,
+                                   orphan_labels="ignore")  # check_orphan_labels lists them all
         except DataError as exc:
             self.add(self.root, f"split {split!r}: {exc}")
             return None
@@ -327,7 +331,7 @@ class _NuScenesCheck(_Check):
             return
         tables = self.root / version
         needed = list(self.CORE_TABLES)
-        if any(s != "test" for s in splits):
+        if self.labels and any(s != "test" for s in splits):
             needed.append("lidarseg")
         if self.data.cameras:
             needed += ["calibrated_sensor", "ego_pose"]
@@ -359,7 +363,7 @@ class _NuScenesCheck(_Check):
             except DataError as exc:
                 self.add(self.root / self.data.version, f"camera geometry: {exc}")
                 cameras = False
-        labelled = reader.split != "test" and not no_lidarseg
+        labelled = reader.split != "test" and not no_lidarseg and self.labels
         lidarseg = self.root / self.data.version / "lidarseg.json"
         for i in range(len(reader)):
             scan = reader.scan_path(i)

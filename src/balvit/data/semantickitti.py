@@ -104,7 +104,13 @@ class SemanticKITTI(ScanDataset):
         sequences: list[str] | None = None,
         frames: list[str] | None = None,
         nan_policy: str = "error",
+        sequences_hint: str = "sequences=[...]",
+        orphan_labels: str = "error",
     ):
+        """sequences_hint: how the caller chooses the sequences of a partial copy (named when one of
+        the split's sequences is missing; build_reader names its config key). orphan_labels: "error"
+        refuses a label file without its scan (a frame silently lost); "ignore" leaves it to the caller
+        (the pre-flight check lists them all)."""
         self.split = SPLIT_ALIASES.get(split, split)
         if self.split not in ("train", "valid", "test", "all"):
             raise DataError(f"unknown SemanticKITTI split {split!r}: expected train, valid (val), test or all")
@@ -115,7 +121,7 @@ class SemanticKITTI(ScanDataset):
             self.sequences = official_sequences(self.split)
         else:
             self.sequences = sorted(f"{int(s):02d}" if str(s).isdigit() else str(s) for s in sequences)
-        all_frames = self._list_frames()
+        all_frames = self._list_frames(sequences_hint, orphan_labels == "error")
         if frames is not None:
             all_frames = self._restrict(all_frames, frames)
         self.frames = all_frames
@@ -125,20 +131,53 @@ class SemanticKITTI(ScanDataset):
 
     # ------------------------------------------------------------------------- discovery
 
-    def _list_frames(self) -> list[str]:
+    def _list_frames(self, sequences_hint: str, check_orphans: bool = True) -> list[str]:
+        """Frames of every sequence (velodyne/*.bin); a label file without its scan is refused, since
+        the frame would silently be left out."""
         frames: list[str] = []
         for seq in self.sequences:
             velo = self.root / seq / "velodyne"
             if not velo.is_dir():
+                present = sorted(p.name for p in self.root.iterdir() if (p / "velodyne").is_dir())
                 raise DataError(
-                    f"{velo}: missing: sequence {seq} belongs to split {self.split!r} "
-                    "(expected velodyne/NNNNNN.bin; a partial copy can be read with sequences=[...])"
+                    f"{velo}: missing: sequence {seq} belongs to split {self.split!r} (this copy has sequences "
+                    f"{', '.join(present) or 'none'}; a partial copy is read by choosing its sequences with "
+                    f"{sequences_hint})"
                 )
             stems = sorted(p[:-4] for p in os.listdir(velo) if p.endswith(".bin"))
             if not stems:
                 raise DataError(f"{velo}: no .bin scans")
+            labels = self.root / seq / "labels"
+            if check_orphans and labels.is_dir():
+                have = set(stems)
+                orphans = sorted(p for p in os.listdir(labels) if p.endswith(".label") and p[:-6] not in have)
+                if orphans:
+                    raise DataError(
+                        f"{labels / orphans[0]}: label file without its scan {velo / (orphans[0][:-6] + '.bin')} "
+                        f"({len(orphans)} such label file(s) in {labels}): the scan is missing, so the frame would "
+                        "silently be left out; restore it (or remove the label file)"
+                    )
             frames.extend(f"{seq}/{stem}" for stem in stems)
         return frames
+
+    def missing_labels(self) -> list[str]:
+        """Every sequence without labels/ and every scan without its .label (one listing per sequence)."""
+        if self.split == "test":
+            return [f"{self.root}: split 'test' (sequences 11-21) has no labels"]
+        out = []
+        for seq in self.sequences:
+            labels = self.root / seq / "labels"
+            stems = [f.split("/")[1] for f in self.frames if f.startswith(f"{seq}/")]
+            if not labels.is_dir():
+                if stems:
+                    out.append(f"{labels}: missing (sequence {seq} has {len(stems)} scans)")
+                continue
+            have = {p[:-6] for p in os.listdir(labels) if p.endswith(".label")}
+            lost = [s for s in stems if s not in have]
+            if lost:
+                out.append(f"{labels / (lost[0] + '.label')}: label file is missing ({len(lost)} of the "
+                           f"{len(stems)} scans of sequence {seq} have none)")
+        return out
 
     def _restrict(self, available: list[str], wanted: list[str]) -> list[str]:
         wanted_set = set(wanted)

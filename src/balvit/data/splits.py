@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..io import write_text
+from ..io import ensure_writable, write_text
 from .base import ScanDataset
 from .labels import IGNORE, load_yaml
 
@@ -277,6 +277,7 @@ def run_splits(
     percents = [float(p) for p in percents]
     for p in percents:
         stride_for(p)
+    ensure_writable(out_dir, "--out")  # before the dataset is read
     cmd_data = f" --data_root {data_root}" if data_root is not None else ""
     if sequences:
         cmd_data += f" --sequences {','.join(sequences)}"
@@ -331,6 +332,8 @@ def _kitti_splits(out_dir: Path, percents: list[float], method: str, seed: int, 
         source = f"{len(frames)} frames found in {dataset.root}: " + ", ".join(f"{s}: {n}" for s, n in sorted(per_seq.items()))
         if dict(per_seq) != KITTI_TRAIN_COUNTS:
             print(f"note: {dataset.root} is not the complete official training set ({source})", file=sys.stderr)
+        if not dataset.has_labels:  # said, not silently left out
+            print(f"note: no class-presence statistics: {dataset.missing_labels()[0]}", file=sys.stderr)
     written: list[Path] = []
     cache: dict[int, tuple[np.ndarray, int]] = {}
     for p in percents:
@@ -349,6 +352,8 @@ def _nuscenes_splits(
         from .nuscenes import NuScenes
 
         dataset = NuScenes(data_root, "train", version=version)
+        if not dataset.has_labels:  # said, not silently left out
+            print(f"note: no class-presence statistics: {dataset.missing_labels()[0]}", file=sys.stderr)
         scene_pool = sorted(dataset.split_scenes)
         pool_text = f"{len(scene_pool)} official {dataset.split} scenes (nuscenes-devkit splits.py), sorted by name"
     elif method == "scenes":

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import DataError
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -33,8 +35,12 @@ class RunLogger:
         self.t0 = time.time()
         if not enabled:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl = open(self.run_dir / "metrics.jsonl", "a")
+        self.path = self.run_dir / "metrics.jsonl"
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.jsonl = open(self.path, "a")
+        except OSError as e:
+            raise DataError(f"cannot write {self.path}: {e.strerror or e}") from None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -48,8 +54,11 @@ class RunLogger:
             return
         record = {"step": step, "time": round(time.time() - self.t0, 3)}
         record.update({f"{prefix}{k}": v for k, v in values.items()})
-        self.jsonl.write(json.dumps(record) + "\n")
-        self.jsonl.flush()
+        try:
+            self.jsonl.write(json.dumps(record) + "\n")
+            self.jsonl.flush()
+        except OSError as e:  # e.g. a full disk: one line naming the file, not a traceback
+            raise DataError(f"cannot write {self.path}: {e.strerror or e}") from None
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and v == v:
@@ -57,6 +66,9 @@ class RunLogger:
 
     def close(self) -> None:
         if self.enabled:
-            self.jsonl.close()
+            try:
+                self.jsonl.close()
+            except OSError:  # a write that failed already raised DataError; do not mask it
+                pass
             if self.tb is not None:
                 self.tb.close()

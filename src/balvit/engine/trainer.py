@@ -29,8 +29,8 @@ from ..data.dataset import SegmentationDataset, StreamSampler, build_reader, col
     to_device, training_readers
 from ..data.labels import labels_for
 from ..data.preflight import check_or_raise
-from ..errors import ConfigError
-from ..io import ensure_writable, write_json, write_text
+from ..errors import DataError
+from ..io import check_writable, write_json, write_text
 from ..metrics import format_table, markdown_table
 from ..models import build_model, loader_geometry
 from ..report import PictureWriter
@@ -66,14 +66,21 @@ class Trainer:
         self.restart = restart
         set_threads(info)
         D.seed_everything(cfg.train.seed + info.rank)
+        if info.is_main:  # a --save_path under a file or on a read-only disk: said now, nothing created
+            check_writable(self.save_path, "--save_path")
+        needs_labels = TASKS[cfg.task].needs_labels
         if cfg.data.preflight:  # every file of the splits by size, before anything else: seconds, not hours in
-            report = check_or_raise(cfg)
+            report = check_or_raise(cfg, labels=needs_labels)
             log.info("pre-flight check: %s", report.summary())
 
         readers = training_readers(cfg.data)
         self.train_reader = readers[0][0]
         self.frames_desc = readers[0][2]
         self.val_reader = build_reader(cfg.data, cfg.data.val_split)
+        if needs_labels:  # found now, not as a loss of 0 at every step or after the last one
+            for reader, _, _ in readers:
+                reader.require_labels(f"training (task {cfg.task})")
+            self.val_reader.require_labels(f"validation (data.val_split={cfg.data.val_split!r})")
         self.labels = self.train_reader.labels
         self.dtype = autocast_dtype(cfg.train.amp, info.device)
         self.ctx = TaskContext(cfg, self.labels, readers, self.val_reader, info.device, self.dtype,
@@ -82,9 +89,6 @@ class Trainer:
         self.model = build_model(cfg, self.labels.num_classes).to(info.device)
         self.init_report = init_model_from(self.model, cfg.train.init_from, cfg.train.init_exclude) \
             if cfg.train.init_from else None
-        if not self.val_reader.has_labels:  # found now, not after the last step
-            raise ConfigError(f"data.val_split={cfg.data.val_split!r} ({self.val_reader.describe()}) has no labels to "
-                              "evaluate against")
         self.task = TASKS[cfg.task].from_config(cfg, self.model, self.ctx).to(info.device)
         self.train_set = self.task.train_dataset(self.ctx)
         self.evaluations = self.task.evaluations(self.ctx)
@@ -303,12 +307,13 @@ def run_eval(cfg, checkpoint: str | Path, info: D.DistInfo, save_path: str | Pat
     set_threads(info)
     split = split or cfg.data.val_split
     out_dir = Path(save_path) if save_path else None
-    if out_dir is not None and info.is_main:
-        ensure_writable(out_dir, "--save_path")
-    model, state = load_for_inference(cfg, checkpoint, info)
+    if out_dir is not None and info.is_main:  # checked now, created when the first file is written
+        check_writable(out_dir, "--save_path")
     reader = build_reader(cfg.data, split)
-    if not reader.has_labels:
-        raise ConfigError(f"split {split!r} ({reader.describe()}) has no labels to evaluate against")
+    reader.require_labels(f"balvit eval (split {split!r})")
+    if cfg.data.preflight:  # every listed frame's files by size, before the first one is evaluated
+        check_or_raise(cfg, [split])
+    model, state = load_for_inference(cfg, checkpoint, info)
     dataset = SegmentationDataset(reader, cfg.data, train=False, geometry=loader_geometry(cfg))
     n_pictures = cfg.eval.pictures if pictures is None else pictures
     extra = []
@@ -322,6 +327,8 @@ def run_eval(cfg, checkpoint: str | Path, info: D.DistInfo, save_path: str | Pat
                              progress=progress)
     metrics.pop("drawn", None)
     listed = min(len(dataset), cfg.data.max_val_frames) if cfg.data.max_val_frames else len(dataset)
+    if metrics["frames"] != listed:  # every listed frame is evaluated, or the score is refused
+        raise DataError(f"{reader.describe()}: evaluated {metrics['frames']} of {listed} listed frames")
     metrics["seconds"] = time.time() - t0
     metrics["frames_listed"] = listed
     metrics["checkpoint"] = str(checkpoint)
@@ -343,10 +350,12 @@ def run_predict(cfg, checkpoint: str | Path, info: D.DistInfo, out: str | Path, 
     """`balvit predict`: official-format prediction files (atomic) for every frame of a split."""
     set_threads(info)
     out = Path(out)
-    if info.is_main:
-        ensure_writable(out, "--out")
-    model, _ = load_for_inference(cfg, checkpoint, info)
+    if info.is_main:  # checked now, created when the first file is written
+        check_writable(out, "--out")
     reader = build_reader(cfg.data, split)
+    if cfg.data.preflight:  # every scan by size before the first prediction (labels are not needed)
+        check_or_raise(cfg, [split], labels=False)
+    model, _ = load_for_inference(cfg, checkpoint, info)
     dataset = SegmentationDataset(reader, cfg.data, train=False, geometry=loader_geometry(cfg))
     n_pictures = cfg.eval.pictures if pictures is None else pictures
     consumers = [PerFrame(lambda item: reader.write_prediction(out, item["index"], item["pred"].numpy()), "written")]

@@ -11,6 +11,7 @@ run's model) and declares:
     evaluations(ctx)               the validation passes (engine/evaluate.py Evaluation: a dataset,
                                    a run function, evaluators); default: point mIoU of the model
     score(metrics)                 the number best.pt follows (higher is better; default: mIoU)
+    needs_labels                   whether its splits must be labelled (default True; distillation: False)
     forward(batch)                 {"loss", "logits" (optional), "losses": {name: tensor}}
     extra_state_dict / load_...    trainable state the task owns besides the model
     lr_scales()                    per-parameter learning-rate factors (names as in the task)
@@ -81,6 +82,9 @@ class TaskContext:
 
 class Task(nn.Module):
     frozen_modules: tuple[str, ...] = ()
+    # the training and validation splits must carry labels for every frame (refused before step 1
+    # otherwise: an unlabelled frame would silently add nothing to the loss or the score)
+    needs_labels: bool = True
 
     def __init__(self, model: nn.Module):
         super().__init__()

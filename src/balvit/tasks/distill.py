@@ -79,6 +79,7 @@ def pixel_features(fmap: torch.Tensor, uv: torch.Tensor, image_size: tuple[int, 
 
 class DistillTask(Task):
     frozen_modules = ("teachers",)
+    needs_labels = False  # the teacher's features are the targets
 
     def __init__(self, model: nn.Module, teachers: list[FoundationViT], image_size: tuple[int, int] = (224, 448),
                  feature: str = "last_block", head_hidden: int = 0, teacher_cache: int = 0, min_depth: float = 1.0):

@@ -38,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...errors import ConfigError, DataError
-from ...io import write_json
+from ...io import ensure_writable, write_json
 from ...metrics import camera_pixel_scores, pixel_confusion
 from ..camera import load_image, load_mask, project_points
 from ..dataset import build_reader
@@ -209,9 +209,9 @@ def write_pseudolabels(cfg, split: str, out: str | Path, max_frames: int = 0, pr
     if pl.method == "files":
         raise DataError("pseudo_labels.method=files reads label images; choose the method that writes them "
                         "(projection, densify, boxes or samplg)")
+    ensure_writable(out, "--out")  # before the first frame is labelled
     reader = build_reader(cfg.data, split)
-    if not reader.has_labels:
-        raise DataError(f"split {split!r} has no LiDAR labels to build pseudo-labels from")
+    reader.require_labels(f"balvit pseudolabels (split {split!r})")
     if hasattr(reader, "prepare_cameras"):
         reader.prepare_cameras()
     c = reader.labels.num_classes

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...errors import ConfigError
+from ...io import ensure_writable
 from ..camera import pose_matrix, rot_to_quat
 from ..labels import load_yaml
 from . import writers as wr
@@ -53,7 +54,7 @@ def generate(fmt: str, out: str | Path, *, sequences: list[str] | None = None, f
             raise ConfigError(f"generate: {name} must be >= 2, got {v}")
     if fmt == "nuscenes" and not re.fullmatch(r"v1\.0-[a-z]+", str(version)):
         raise ConfigError(f"generate: nuScenes version must look like 'v1.0-trainval' or 'v1.0-mini', got {version!r}")
-    out = Path(out)
+    out = ensure_writable(out, "--out")  # before the first frame is simulated
     t0 = time.perf_counter()
     ctx = Context(fmt=fmt, out=out, seed=int(seed), frames=int(frames), beams=beams, azimuth_steps=azimuth_steps,
                   scale=float(image_scale), cameras=bool(cameras), masks=bool(masks) and bool(cameras),
