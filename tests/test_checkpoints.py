@@ -116,3 +116,17 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="is a directory"):
         load_checkpoint(tmp_path)
+
+
+def test_a_run_started_before_a_config_field_existed_resumes(tmp_path):
+    """A field added after last.pt was written takes its default (the behaviour before it): the run
+    resumes; a field the checkpoint has with another value than now is still refused (engine/run_folder.py)."""
+    from balvit.engine.run_folder import RunFolder
+
+    path, cfg = _saved("balvit", tmp_path)
+    state = torch.load(path, weights_only=False)
+    del state["config"]["data"]["range"]["min_range"], state["config"]["loss"]["weight_norm"]  # "older" version
+    torch.save(state, tmp_path / "last.pt")
+    assert RunFolder(tmp_path).check_resume(to_dict(cfg)) is not None
+    with pytest.raises(Exception, match="train.lr"):
+        RunFolder(tmp_path).check_resume(to_dict(tiny_model_config("balvit", "/data/x", "train.lr=0.5")))

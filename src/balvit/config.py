@@ -436,6 +436,17 @@ def dump_yaml(cfg: Any) -> str:
 # ---------------------------------------------------------------------------------- comparing
 
 
+def completed(cls: type, stored: dict) -> dict:
+    """A stored (resolved) config dict of dataclass `cls` with the defaults of the fields it lacks
+    (written before they existed: a new field defaults to the behaviour before it) and without the
+    fields `cls` no longer has; nested sections alike."""
+    out = to_dict(cls())
+    for key, value in (stored or {}).items():
+        if key in out:
+            out[key] = completed(type(getattr(cls(), key)), value) if isinstance(out[key], dict) else value
+    return out
+
+
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1} (lists are values)."""
     out: dict[str, Any] = {}

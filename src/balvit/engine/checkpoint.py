@@ -11,7 +11,8 @@ sections without the `not_architecture` fields, and the data settings it sees (c
 scale, projections: models/__init__.py `model_signature`); the frozen modules must be the same weights
 (sha256). Other models' sections never matter, so new fields and defaults elsewhere keep old
 checkpoints loadable. Format 1 (config sections before they moved beside their models and tasks) is
-read and its config mapped onto the current layout (run_config.migrate_v1).
+read and its config mapped onto the current layout (run_config.migrate_v1); fields added since a
+checkpoint was written take their defaults (config.completed).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import describe_differences
+from ..config import completed, describe_differences
 from ..data.labels import labels_for
 from ..errors import CheckpointError
 from ..io import torch_save
 from ..models import model_entry, signature_differences
-from ..run_config import migrate_v1
+from ..run_config import Config, migrate_v1
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ def load_checkpoint(path: str | Path) -> dict:
                               f"{', '.join(map(str, READABLE_FORMATS))})")
     if state["format_version"] == 1:
         state["config"] = migrate_v1(state["config"])
+    # fields added since the checkpoint was written take their defaults (the behaviour before them)
+    state["config"] = completed(Config, state["config"])
     return state
 
 

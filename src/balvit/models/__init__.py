@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import field, make_dataclass
 
-from ..config import DataConfig, differences, not_architecture_fields, to_dict
+from ..config import DataConfig, completed, differences, not_architecture_fields, to_dict
 from ..geometry import LoaderGeometry
 from ..errors import ConfigError
 from .balvit import BALViT, BALViTConfig
@@ -72,16 +72,6 @@ def build_model(cfg, num_classes: int) -> SegModel:
     return model
 
 
-def _completed(cls: type, stored: dict) -> dict:
-    """A stored section dict with the dataclass's defaults for the fields it lacks (written by an older
-    version) and without the fields the dataclass no longer has; nested sections alike."""
-    out = to_dict(cls())
-    for key, value in (stored or {}).items():
-        if key in out:
-            out[key] = _completed(type(getattr(cls(), key)), value) if isinstance(out[key], dict) else value
-    return out
-
-
 def model_signature(config: dict) -> dict:
     """What defines a trained model, from a resolved config dict: its name, its own model sections
     (without their `not_architecture` fields) and the data settings it sees, fields a config lacks
@@ -94,8 +84,8 @@ def model_signature(config: dict) -> dict:
     for section in cls.sections:
         sec_cls = BackboneConfig if section == "backbone" else MODELS_BY_SECTION[section]
         ignore = set(not_architecture_fields(sec_cls, ""))
-        sig["model"][section] = {k: v for k, v in _completed(sec_cls, model.get(section, {})).items() if k not in ignore}
-    data = _completed(DataConfig, config.get("data", {}))
+        sig["model"][section] = {k: v for k, v in completed(sec_cls, model.get(section, {})).items() if k not in ignore}
+    data = completed(DataConfig, config.get("data", {}))
     sig["data"] = {}
     for key in cls.data_fields:
         node = data
