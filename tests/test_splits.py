@@ -19,7 +19,7 @@ from balvit.data.splits import (
     kitti_official_frames,
     make_split,
     read_split_file,
-    repo_root,
+    PACKAGE_SPLITS,
     resolve_split_file,
     run_splits,
     scene_split,
@@ -112,12 +112,12 @@ def test_split_file_errors(tmp_path):
 
 
 def test_resolve_split_file(tmp_path, monkeypatch):
-    assert repo_root() == REPO
+    assert PACKAGE_SPLITS == REPO / "src" / "balvit" / "splits" and (REPO / "splits").resolve() == PACKAGE_SPLITS
     (tmp_path / "mine.txt").write_text("00/000000\n")
     monkeypatch.chdir(tmp_path)
     assert resolve_split_file("mine.txt") == tmp_path / "mine.txt"  # relative to the working directory
     assert resolve_split_file(tmp_path / "mine.txt") == tmp_path / "mine.txt"
-    assert resolve_split_file("splits/semantickitti/1.txt") == REPO / "splits" / "semantickitti" / "1.txt"
+    assert resolve_split_file("splits/semantickitti/1.txt") == PACKAGE_SPLITS / "semantickitti" / "1.txt"  # shipped
     with pytest.raises(DataError, match="nope.txt not found"):
         resolve_split_file("splits/nope.txt")
 

@@ -145,23 +145,19 @@ def write_split_file(path: str | Path, frames: Sequence[str], header: str, notes
     return write_text(path, "\n".join(lines) + "\n")
 
 
-def repo_root() -> Path | None:
-    """The folder holding `splits/` above this file (the source checkout), if any."""
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "splits").is_dir():
-            return parent
-    return None
+# the shipped frame lists: package data of balvit (`splits/` in a checkout links here)
+PACKAGE_SPLITS = Path(__file__).resolve().parents[1] / "splits"
 
 
 def resolve_split_file(path: str | Path) -> Path:
-    """Absolute path as given; a relative one from the working directory, else from the repository."""
+    """Absolute path as given; a relative one from the working directory, else, for `splits/<...>`,
+    the shipped lists (package data), so installed configs find them too."""
     p = Path(path).expanduser()
     if p.is_absolute():
         return p
     tried = [Path.cwd() / p]
-    root = repo_root()
-    if root is not None:
-        tried.append(root / p)
+    if p.parts and p.parts[0] == "splits":
+        tried.append(PACKAGE_SPLITS.joinpath(*p.parts[1:]))
     for candidate in tried:
         if candidate.is_file():
             return candidate
