@@ -17,6 +17,7 @@ from PIL import Image
 
 from balvit.data.labels import load_yaml
 from balvit.data.synthetic import generate
+from balvit.data.synthetic.lidar import hdl64, shadow_mask
 from balvit.errors import ConfigError
 
 KITTI_MOVING = {252, 253, 254, 255, 256, 257, 258, 259}
@@ -123,7 +124,13 @@ def test_kitti_points_within_vertical_fov(kitti):
     pts = np.fromfile(root / "sequences" / "00" / "velodyne" / "000001.bin", np.float32).reshape(-1, 4)
     r = np.linalg.norm(pts[:, :3], axis=1)
     elev = np.degrees(np.arcsin(pts[:, 2] / r))
-    assert elev.max() <= 2.0 + 0.3 and elev.min() >= -24.8 - 0.3
+    beams = hdl64(32).elev_deg  # the fixture's 32 beams: evenly spaced rows of the real HDL-64E table
+    assert beams.max() == pytest.approx(2.59) and beams.min() == pytest.approx(-23.75)
+    # a point's apparent elevation spreads around its beam's (lidar.KITTI_ELEV_JITTER: 2 cm + 0.03 deg)
+    assert elev.max() <= beams.max() + 1.0 and elev.min() >= beams.min() - 1.0
+    far = r > 10
+    off = np.abs(elev[far, None] - beams[None, :]).min(1)
+    assert far.sum() > 1000 and np.quantile(off, 0.99) < 0.3
     assert r.max() <= 120.5 and r.min() >= 1.9
 
 

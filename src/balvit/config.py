@@ -140,6 +140,13 @@ class BALViTConfig:
     head_hidden: int = 128
     empty_token_range: float = 10.0  # metres along the ray for tokens without points
     default_z: float = -1.7  # height used for empty BEV cells' reference points
+    # Diagnostics and options of issue 18 (benchmarks/prior_probe.py; every default keeps the model as it was):
+    vit_blocks: Literal["frozen", "identity"] = "frozen"  # identity: skip the frozen blocks (the final norm stays)
+    token_norm: Literal["none", "layernorm"] = "none"  # LayerNorm on the embedding tokens before the position embedding
+    token_scale: float = 1.0  # initial LayerNorm weight (per-channel std of the tokens the ViT receives)
+    embed_lr_scale: float = 1.0  # lr factor of the range embedding (stem, 1x1 projection, token norm)
+    adapter_lr_scale: float = 1.0  # lr factor of the injectors, extractors and BEV projections
+    head_lr_scale: float = 1.0  # lr factor of the BEV encoder, both decoders and the heads
 
 
 @dataclass
