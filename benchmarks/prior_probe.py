@@ -26,6 +26,12 @@ Two measurements, written to one JSON (run_all.py puts them into RESULTS.md):
    the per-channel means, the cosine between the per-channel mean vectors of (a) and (b), and the
    relative update ||block(x) - x|| / ||x|| (how much the block changes the tokens).
 
+3. Test-time ablation of trained BALViT runs (--ablate NAME=RUN/last.pt,...): the trained model
+   evaluated on a validation set as it is, with its frozen blocks bypassed (vit_blocks=identity) and
+   with the frozen ViT swapped for the random one, nothing retrained. If the trained model uses what
+   the blocks compute, bypassing them must cost mIoU; if it uses what the *pretrained* weights
+   compute, swapping in random weights must cost more than nothing.
+
 --quick: 2 + 1 generated frames at tiny size, a 2-layer "tiny" random ViT: checks that the script runs.
 """
 
@@ -257,6 +263,43 @@ def balvit_token_stats(config: str, overrides: list[str], checkpoint: str | None
     return rec.summary()
 
 
+def ablation(config: str, overrides: list[str], checkpoint: str, data_root: str, val_seq: str, frames: int) -> dict:
+    """mIoU (SemanticKITTI, all 19 classes) of a trained BALViT checkpoint on `frames` scans of `val_seq`:
+    as trained, blocks bypassed, frozen ViT swapped for the seeded random one."""
+    from balvit.config import load_config
+    from balvit.data.dataset import SegmentationDataset, build_reader, collate
+    from balvit.data.labels import labels_for
+    from balvit.engine.checkpoint import load_checkpoint
+    from balvit.engine.metrics import ConfusionMatrix, iou_from_confusion
+    from balvit.models import build_model
+
+    state = load_checkpoint(checkpoint)
+    trained = state["config"]["model"]
+    ov = [*overrides, f"data.root={data_root}", f"data.val_sequences=['{val_seq}']",
+          f"model.backbone.weights={trained['backbone']['weights']}",
+          *[f"model.balvit.{k}={v}" for k, v in trained["balvit"].items() if k in ("vit_blocks", "token_norm", "token_scale")]]
+    spec = labels_for("semantickitti")
+    out = {}
+    for variant in ("as trained", "blocks bypassed", "random ViT swapped in"):
+        extra = {"as trained": [], "blocks bypassed": ["model.balvit.vit_blocks=identity"],
+                 "random ViT swapped in": ["model.backbone.weights=random"]}[variant]
+        if variant == "random ViT swapped in" and trained["backbone"]["weights"] == "random":
+            continue
+        cfg = load_config(REPO / config, [*ov, *extra])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build_model(cfg, spec.num_classes).eval()
+        model.load_trainable_state_dict(state["model"], source=checkpoint)  # backbone identity not checked: on purpose
+        ds = SegmentationDataset(build_reader(cfg.data, cfg.data.val_split), cfg.data, train=False)
+        conf = ConfusionMatrix(spec.num_classes)
+        with torch.no_grad():
+            for i in range(min(frames, len(ds)) if frames else len(ds)):
+                b = collate([ds[i]])
+                conf.update(model(b)["logits"].argmax(1), b["labels"])
+        out[variant] = float(iou_from_confusion(conf.numpy(), "all")[0]) * 100
+    return out
+
+
 def compare_means(rows: list[dict], ref: list[dict]) -> None:
     """Adds to each row the cosine between its per-channel mean vector and the reference's of the same block."""
     by_block = {r["block"]: r["_mean"] for r in ref}
@@ -308,6 +351,12 @@ def markdown(d: dict) -> str:
                 + [r.get("rel_update")]
         rows.append(row)
     lines += [md_table(header, rows), ""]
+    if d.get("ablation"):
+        variants = ["as trained", "blocks bypassed", "random ViT swapped in"]
+        lines += ["### Test-time ablation of trained BALViT runs", "",
+                  "mIoU (%) of each trained run, nothing retrained: as trained, with its frozen blocks bypassed, and with the "
+                  "random frozen ViT swapped in for the weights it was trained with.", "",
+                  md_table(["run", *variants], [[n, *[v.get(k) for k in variants]] for n, v in d["ablation"].items()]), ""]
     lines += notes_md(d)
     return "\n".join(lines)
 
@@ -324,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token-overrides", default="data.range.height=32,data.range.width=512,data.train_sequences=['00'],"
                    "data.val_sequences=['08'],data.num_workers=0", help="comma-separated overrides of --token-config")
     p.add_argument("--token-frames", type=int, default=4)
+    p.add_argument("--ablate", default="", help="NAME=RUN/last.pt,... trained BALViT runs for the test-time ablation")
+    p.add_argument("--ablate-data", default=None, help="data root of the ablation (default: --token-data)")
+    p.add_argument("--ablate-seq", default="08", help="sequence of the ablation's evaluation")
+    p.add_argument("--ablate-frames", type=int, default=0, help="frames evaluated (0: all)")
+    p.add_argument("--skip-probe", action="store_true", help="keep the linear probe of an earlier run (only tokens / ablation)")
     p.add_argument("--out", default=str(OUT / "prior_probe.json"))
     p.add_argument("--quick", action="store_true", help="tiny data and a 2-layer random ViT (smoke test)")
     args = p.parse_args(argv)
@@ -344,10 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     patch = 14
     ytr, yte = patch_labels(mtr, patch, C), patch_labels(mte, patch, C)
     results, image_stats = [], {}
-    t0 = time.time()
-    res = linear_probe(pixel_features(xtr, patch), ytr, pixel_features(xte, patch), yte, C)
-    results.append({"features": "raw pixels of the patch", "dim": 3 * patch * patch, "seconds": time.time() - t0, **res})
-    for w in [x.strip() for x in args.weights.split(",") if x.strip()]:
+    weights = [x.strip() for x in args.weights.split(",") if x.strip()]
+    old = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    skip = args.skip_probe and "probe" in old
+    if not skip:
+        t0 = time.time()
+        res = linear_probe(pixel_features(xtr, patch), ytr, pixel_features(xte, patch), yte, C)
+        results.append({"features": "raw pixels of the patch", "dim": 3 * patch * patch, "seconds": time.time() - t0, **res})
+    for w in weights[:1] if skip else weights:
         vit = build_vit(args.backbone, w)
         mid = vit.depth // 2
         rec = BlockRecorder(vit, vit.num_prefix)
@@ -355,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         ftr, mtr_ = vit_features(vit, xtr, mid)
         rec.close()
         image_stats[w] = rec.summary()
+        if skip:
+            break
         fte, mte_ = vit_features(vit, xte, mid)
         feat_s = time.time() - t0
         for label, a, b in ((f"ViT {w}, final norm", ftr, fte), (f"ViT {w}, block {mid}", mtr_, mte_)):
@@ -363,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"features": label, "dim": a.shape[-1], "seconds": time.time() - t0 + feat_s / 2, **res})
         print(f"probe {w}: final {results[-2]['miou']:.1f} mIoU, block {mid} {results[-1]['miou']:.1f}", flush=True)
     # token statistics: image tokens of the first weights vs BALViT's tokens
-    first = [x.strip() for x in args.weights.split(",") if x.strip()][0]
+    first = weights[0]
     sets = {"images": image_stats[first]}
     overrides = [o for o in args.token_overrides.split(",") if o] + [f"data.root={args.token_data or root}"]
     if args.quick:
@@ -385,9 +445,15 @@ def main(argv: list[str] | None = None) -> int:
     for n, rows in sets.items():
         if n != "images":
             compare_means(rows, sets["images"])
-    d = {"machine": machine(), "seconds": time.time() - t_start, "backbone": args.backbone,
-         "probe": {"data": str(root), "image_size": list(size), "grid": [size[0] // patch, size[1] // patch],
-                   "train_images": len(xtr), "test_images": len(xte), "results": results},
+    abl = {}
+    for item in [c for c in args.ablate.split(",") if c.strip()]:
+        name, _, path = item.partition("=")
+        abl[name] = ablation(args.token_config, [o for o in overrides if not o.startswith("data.root=")], path,
+                             args.ablate_data or args.token_data or str(root), args.ablate_seq, args.ablate_frames)
+        print(f"ablation {name}: {abl[name]}", flush=True)
+    d = {"machine": machine(), "seconds": time.time() - t_start, "backbone": args.backbone, "ablation": abl,
+         "probe": old["probe"] if skip else {"data": str(root), "image_size": list(size), "grid": [size[0] // patch, size[1] // patch],
+                                             "train_images": len(xtr), "test_images": len(xte), "results": results},
          "tokens": {"config": args.token_config, "frames": args.token_frames, "image_weights": first,
                     "sets": {n: strip(r) for n, r in sets.items()}},
          "other_weights": None}

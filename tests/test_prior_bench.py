@@ -63,6 +63,20 @@ def test_prior_probe_quick_writes_probe_and_token_statistics(tmp_path):
     assert all(-1 <= r["mean_cosine_vs_images"] <= 1 for r in sets["BALViT init"])
     md = prior_probe.markdown(d)
     assert "linear probe" in md and "| block |" in md and "not documented to be the stock DINOv2" in md
+    # test-time ablation of a (2-step) trained run: as trained / blocks bypassed; skip the probe this time
+    from balvit.cli import main as cli
+
+    data = tmp_path / "prior_probe_data_quick"
+    run = tmp_path / "run"
+    assert cli(["train", str(REPO / "config/synthetic/tiny.yaml"), "--data_root", str(data), "--save_path", str(run),
+                "--no-progress", "train.steps=2", "data.train_sequences=['00']", "data.val_sequences=['08']",
+                "data.num_workers=0", "data.max_val_frames=1", "eval.pictures=0"]) in (0, None)
+    assert prior_probe.main(["--quick", "--out", str(out), "--skip-probe", "--ablate", f"tiny={run / 'last.pt'}"]) == 0
+    d2 = json.loads(out.read_text())
+    assert d2["probe"] == d["probe"]  # kept
+    assert set(d2["ablation"]["tiny"]) == {"as trained", "blocks bypassed"}  # trained with random weights: no swap
+    assert all(0 <= v <= 100 for v in d2["ablation"]["tiny"].values())
+    assert "Test-time ablation" in prior_probe.markdown(d2)
 
 
 # ------------------------------------------------------------------------------ realism
