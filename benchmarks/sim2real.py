@@ -182,7 +182,7 @@ def run_one(model: str, spec: tuple, regime: str, seed: int, ctx: dict) -> dict:
         train_ov = [f"data.root={ctx['real']['frame0']}", "data.train_sequences=['00']", "data.val_sequences=['00']",
                     f"train.steps={ctx['steps_one_scan']}"]
     steps = ctx["steps_synthetic"] if regime == "synthetic" else ctx["steps_one_scan"]
-    train_ov += [f"train.batch_size={ctx['batch_size']}", "train.eval_every=0", f"train.save_every={max(1, steps // 3)}",
+    train_ov += [f"train.batch_size={ctx['batch_size']}", "train.eval_every=0", "train.log_every=5", f"train.save_every={max(1, steps // 3)}",
                  "data.max_val_frames=1", "eval.pictures=0", f"train.warmup_steps={max(1, steps // 20)}",
                  "data.label_fraction=100", "data.split_file=", *([f"train.seed={seed}"] if seed else [])]
     train_argv = ["train", config, "--save_path", str(run_dir), "--no-progress", *common, *train_ov]
@@ -341,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real", default=str(REAL), help="real SemanticKITTI root (sequences/00 with frames 0-2)")
     p.add_argument("--data_root", default=None, help="synthetic training data (default: generate under OUT)")
     p.add_argument("--train-frames", type=int, default=40, help="generated training frames (sequence 00)")
-    p.add_argument("--steps-synthetic", type=int, default=150)
-    p.add_argument("--steps-one-scan", type=int, default=60)
+    p.add_argument("--steps-synthetic", type=int, default=80)
+    p.add_argument("--steps-one-scan", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--range-height", type=int, default=32)
     p.add_argument("--range-width", type=int, default=512)
