@@ -116,12 +116,21 @@ def patch_labels(masks: torch.Tensor, patch: int, num_classes: int) -> torch.Ten
 
 
 def build_vit(name: str, weights: str):
-    from balvit.config import BackboneConfig
-    from balvit.models.foundation import build_foundation
-
+    """The frozen ViT `name` with `weights` (the package's loader, before or after the engine refactor)."""
+    try:
+        from balvit.models.vit import BackboneConfig
+        from balvit.models.weights import load_vit as build
+    except ImportError:
+        from balvit.config import BackboneConfig
+        from balvit.models.foundation import build_foundation as build
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "UNTRAINED" for random
-        return build_foundation(BackboneConfig(name=name, weights=weights))
+        return build(BackboneConfig(name=name, weights=weights))
+
+
+def vit_blocks(vit):
+    """The transformers block list of a FrozenViT / FoundationViT (named _blocks, later _hf_blocks)."""
+    return (vit._hf_blocks if hasattr(vit, "_hf_blocks") else vit._blocks)()
 
 
 class BlockRecorder:
@@ -132,7 +141,7 @@ class BlockRecorder:
         self.vit, self.npre = vit, num_prefix
         self.handles = []
         self.stats: dict[int, dict] = {}
-        for i, block in enumerate(vit._blocks()):
+        for i, block in enumerate(vit_blocks(vit)):
             self.handles.append(block.register_forward_hook(self._hook(i), with_kwargs=True))
 
     def _acc(self, key: int, x: torch.Tensor, rel: torch.Tensor | None) -> None:
@@ -270,7 +279,10 @@ def ablation(config: str, overrides: list[str], checkpoint: str, data_root: str,
     from balvit.data.dataset import SegmentationDataset, build_reader, collate
     from balvit.data.labels import labels_for
     from balvit.engine.checkpoint import load_checkpoint
-    from balvit.engine.metrics import ConfusionMatrix, iou_from_confusion
+    try:
+        from balvit.metrics import ConfusionMatrix, iou_from_confusion
+    except ImportError:
+        from balvit.engine.metrics import ConfusionMatrix, iou_from_confusion
     from balvit.models import build_model
 
     state = load_checkpoint(checkpoint)

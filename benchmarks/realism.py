@@ -171,8 +171,11 @@ def markdown(d: dict, plot_link: str | None = None) -> str:
     sets = {"real": d["real"], **d["generated"]}
     names = list(sets)
     lines = [f"Real: {d['real_source']} ({d['real']['scans']} scans). Generated: `balvit generate --format semantickitti` "
-             f"(HDL-64E 64 x 2048, sequence 00, seed 0, {next(iter(d['generated'].values()))['scans']} scans per label) "
-             "as the code stood at each label. Range image 64 x 2048 over +3 / -25 deg.", ""]
+             f"(its default full-size HDL-64E model, sequence 00, seed 0, {next(iter(d['generated'].values()))['scans']} scans "
+             "per label; `before`: 64 beams +2..-24.8 deg, 2048 azimuth steps; `after`: the real beam table, 2160 steps) "
+             "as the code stood at each label. Range image 64 x 2048 over +3 / -25 deg. Generation time per scan (LiDAR only, "
+             "busy machine): " + ", ".join(f"{k} {v['timing']['seconds_per_scan']:.2f} s" for k, v in d["generated"].items()
+                                           if v.get("timing")) + ".", ""]
     rows = [
         ["points per scan"] + [s["points_per_scan"] for s in sets.values()],
         ["empty pixels %"] + [100 * s["empty"] for s in sets.values()],
@@ -233,7 +236,8 @@ def plot(d: dict, path: Path) -> None:
     for name, s in sets.items():
         style = "k-" if name == "real" else "-"
         axes[0, 0].plot(100 * np.array(s["row_empty"]), style, label=name, lw=1.2)
-        axes[0, 1].plot(s["elevations"], "o" + style[-1] if name != "real" else "ko", ms=3, label=name)
+        axes[0, 1].plot(s["elevations"], "kx" if name == "real" else "o-", ms=5 if name == "real" else 3, label=name,
+                        zorder=3 if name == "real" else 2)
     axes[0, 0].set(xlabel="range-image row (64 x 2048, +3..-25 deg)", ylabel="empty pixels %", title="empty pixels per row")
     axes[0, 1].set(xlabel="beam (top to bottom)", ylabel="elevation deg", title="per-beam elevation")
     names = d["class_names"]

@@ -117,6 +117,10 @@ def test_crop_tokens_use_their_slice_of_the_full_width_position_embedding():
     torch.testing.assert_close(tokens[0] - base[0], pos[:, 0:16].reshape(64, -1))
 
 
+def vit_blocks(vit):
+    return (vit._hf_blocks if hasattr(vit, "_hf_blocks") else vit._blocks)()
+
+
 def test_prior_diagnosis_options_identity_token_norm_and_lr_groups():
     """vit_blocks=identity never runs the frozen blocks (the output does not depend on their weights);
     token_norm=layernorm normalises every token over its channels with the weight initialised to
@@ -129,7 +133,7 @@ def test_prior_diagnosis_options_identity_token_norm_and_lr_groups():
         model = build_model(cfg, 19).eval()
         if perturb:  # other block weights: the identity model cannot tell
             with torch.no_grad():
-                for p in model.backbone._blocks().parameters():
+                for p in vit_blocks(model.backbone).parameters():
                     p.add_(torch.randn_like(p))
         with torch.no_grad():
             outs.append(model(batch)["logits"])
