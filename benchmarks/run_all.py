@@ -4,7 +4,9 @@
 
 Runs data_bench.py, model_bench.py, deform_attn_bench.py, speed_bench.py (CPU always, and CUDA
 when the machine has one), scaling_bench.py and the label-efficiency study (label_efficiency.py,
-resumable: finished runs are kept), then writes benchmarks/RESULTS.md: the machine, every table,
+resumable: finished runs are kept), then writes benchmarks/RESULTS.md; the prior diagnosis
+(prior_probe.py), the realism comparison (realism.py) and sim-to-real (sim2real.py) are run on their
+own (hours on 2 cores; --with-prior runs them too) and their JSON sections join the report: the machine, every table,
 the plots (copied to benchmarks/plots/ so that the committed RESULTS.md shows them) and the
 papers' reported numbers beside ours, marked "reported, not reproduced".
 
@@ -89,6 +91,7 @@ def results_md(quick: bool = False) -> str:
         lines += ["## Label efficiency (synthetic world)", "", f"Machine: {machine_line(le['machine'])}.",
                   f"Spec: {le.get('description', '')}; sizes: " + "; ".join(f"{k} {v}" for k, v in (le.get("sizes") or {}).items()) + ".",
                   "", label_efficiency.markdown(le, plot_link=plot_link(le_dir / "label_efficiency.png"))]
+    lines += prior_sections(quick)
     d = load("data_bench")
     if d:
         m = d["machine"]
@@ -135,6 +138,32 @@ def results_md(quick: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def prior_sections(quick: bool = False) -> list[str]:
+    """Issue 18's sections: the prior diagnosis, realism of the generator, sim-to-real (whatever exists)."""
+    from common import machine_line
+
+    out: list[str] = []
+    pp, rl = load("prior_probe"), load("realism")
+    s2r_path = OUT / ("sim2real_quick" if quick else "sim2real") / "results.json"
+    if pp:
+        import prior_probe
+
+        out += ["## Does the frozen prior count? (prior diagnosis)", "", f"Machine: {machine_line(pp['machine'])}; "
+                f"{pp['seconds'] / 60:.1f} min for the script.", "", prior_probe.markdown(pp)]
+    if rl:
+        import realism
+
+        out += ["## Realism of the synthetic world against real HDL-64E scans", "", f"Machine: {machine_line(rl['machine'])}.",
+                "", realism.markdown(rl, plot_link=plot_link(OUT / "realism.png"))]
+    if s2r_path.is_file():
+        import sim2real
+
+        d = json.loads(s2r_path.read_text())
+        out += ["## Sim-to-real: trained on the synthetic world, evaluated on real SemanticKITTI scans", "",
+                sim2real.markdown(d, plot_link=plot_link(s2r_path.parent / "sim2real.png"))]
+    return out
+
+
 def plot_link(src: Path) -> str | None:
     """Copy a plot next to RESULTS.md (benchmarks/plots/, tracked) and return its relative link."""
     if not src.is_file():
@@ -160,6 +189,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, test-size models, the quick study")
     p.add_argument("--skip-study", action="store_true", help="do not run the label-efficiency study")
+    p.add_argument("--with-prior", action="store_true", help="also run prior_probe.py, realism.py and sim2real.py")
     p.add_argument("--only-report", action="store_true", help="only rewrite RESULTS.md from benchmarks/out/")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="speed/scaling device besides the CPU")
     p.add_argument("--repeats", type=int, default=None, help="repeats of every timing script (default: each script's own)")
@@ -186,6 +216,10 @@ def main() -> None:
         if not args.skip_study:
             run("label_efficiency.py", *quick, "--keep-going",
                 "--out", str(OUT / ("label_efficiency_quick" if args.quick else "label_efficiency")))
+        if args.with_prior:
+            run("prior_probe.py", *quick, "--out", str(OUT / "prior_probe.json"))
+            run("realism.py", *quick, "--label", "after", "--out", str(OUT / "realism.json"))
+            run("sim2real.py", *quick, "--keep-going", "--out", str(OUT / ("sim2real_quick" if args.quick else "sim2real")))
     from balvit.io import write_text
 
     path = Path(args.results)

@@ -107,3 +107,54 @@ def test_crop_tokens_use_their_slice_of_the_full_width_position_embedding():
     # sample 1 starts at column 64 = token column 8
     torch.testing.assert_close(tokens[1] - base[1], pos[:, 8:24].reshape(64, -1))
     torch.testing.assert_close(tokens[0] - base[0], pos[:, 0:16].reshape(64, -1))
+
+
+def vit_blocks(vit):
+    return vit._hf_blocks()
+
+
+def test_prior_diagnosis_options_identity_token_norm_and_lr_groups():
+    """vit_blocks=identity never runs the frozen blocks (the output does not depend on their weights);
+    token_norm=layernorm normalises every token over its channels with the weight initialised to
+    token_scale; the lr factors group embedding / adapter / the rest (benchmarks/prior_probe.py)."""
+    batch = batch_of(tiny_cfg(), [600, 500], train=False)
+    outs = []
+    for perturb in (False, True):
+        cfg = tiny_cfg("model.balvit.vit_blocks=identity", "model.balvit.injector_init=0.1")
+        torch.manual_seed(0)
+        model = build_model(cfg, 19).eval()
+        if perturb:  # other block weights: the identity model cannot tell
+            with torch.no_grad():
+                for p in vit_blocks(model.backbone).parameters():
+                    p.add_(torch.randn_like(p))
+        with torch.no_grad():
+            outs.append(model(batch)["logits"])
+    torch.testing.assert_close(outs[0], outs[1])
+    cfg = tiny_cfg("model.balvit.injector_init=0.1")
+    torch.manual_seed(0)
+    frozen = build_model(cfg, 19).eval()
+    with torch.no_grad():
+        assert not torch.allclose(frozen(batch)["logits"], outs[0])  # the blocks do change the output
+
+    cfg = tiny_cfg("model.balvit.token_norm=layernorm", "model.balvit.token_scale=0.5")
+    torch.manual_seed(0)
+    model = build_model(cfg, 19).eval()
+    assert torch.all(model.embed.norm.weight == 0.5)
+    _, tokens = model.embed(batch["rv"])  # (B, D, Ht, Wt)
+    per_token = tokens.permute(0, 2, 3, 1)
+    torch.testing.assert_close(per_token.mean(-1), torch.zeros_like(per_token[..., 0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(per_token.std(-1, unbiased=False), torch.full_like(per_token[..., 0], 0.5), atol=1e-3, rtol=0)
+    assert model.lr_scales() == {}  # all factors 1: one group as before
+
+    cfg = tiny_cfg("model.balvit.embed_lr_scale=3", "model.balvit.adapter_lr_scale=2", "model.balvit.head_lr_scale=0.5")
+    model = build_model(cfg, 19)
+    scales = model.lr_scales()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(scales) == trainable
+    assert scales["embed.proj.weight"] == 3 and scales["injectors.0.gamma"] == 2 and scales["level_embed"] == 2
+    assert scales["head.mlp.0.weight" if "head.mlp.0.weight" in scales else next(n for n in scales if n.startswith("head."))] == 0.5
+    assert scales[next(n for n in scales if n.startswith("bev."))] == 0.5
+    from balvit.engine.optim import build_optimizer
+
+    opt = build_optimizer(SegmentationTask(model, cfg.loss), cfg.train)
+    assert sorted({round(g["lr"] / cfg.train.lr, 6) for g in opt.param_groups}) == [0.5, 2.0, 3.0]

@@ -17,6 +17,7 @@ from PIL import Image
 
 from balvit.data.labels import load_yaml
 from balvit.data.synthetic import generate
+from balvit.data.synthetic.lidar import hdl64, shadow_mask
 from balvit.errors import ConfigError
 
 KITTI_MOVING = {252, 253, 254, 255, 256, 257, 258, 259}
@@ -118,12 +119,40 @@ def test_kitti_layout_and_dtypes(kitti):
     assert not (root / "sequences" / "11" / "image_2_semantic").exists()
 
 
+def test_kitti_ego_shadow_and_zero_remission(kitti):
+    """The KITTI car shadows the lowest beams behind (and, lowest of all, in front of) the sensor, never the
+    upper ones; a class-dependent share of returns has remission 0 (real scans: cars ~45 %, sidewalk ~2 %)."""
+    spec = hdl64()
+    mask = shadow_mask(spec, phase=0.0)  # (64, 2160)
+    az = np.degrees(np.angle(np.exp(1j * (np.pi - 2 * np.pi * (np.arange(spec.width) + 0.5) / spec.width))))
+    assert not mask[spec.elev_deg > -16.0].any()  # upper beams: nothing shadowed
+    assert mask[-1][np.abs(az) > 170].all() and mask[-1][np.abs(az) < 10].all()  # lowest: rear and bonnet
+    assert not mask[-1][(np.abs(az) > 30) & (np.abs(az) < 50)].any()  # the sides stay open
+    assert 0.05 < mask[-1].mean() < 0.35
+    root, _ = kitti
+    rem, sem = [], []
+    for f in sorted((root / "sequences" / "00" / "velodyne").glob("*.bin")):
+        rem.append(np.fromfile(f, np.float32).reshape(-1, 4)[:, 3])
+        sem.append(np.fromfile(root / "sequences" / "00" / "labels" / (f.stem + ".label"), np.uint32) & 0xFFFF)
+    rem, sem = np.concatenate(rem), np.concatenate(sem)
+    zero = rem == 0
+    car, side = np.isin(sem, [10, 252]), sem == 48
+    assert car.sum() > 100 and side.sum() > 100
+    assert zero[car].mean() > 0.3 and zero[side].mean() < 0.06
+    assert 0.2 < np.median(rem[side & ~zero]) < 0.45  # calibrated to the real sidewalk median (0.31)
+
 def test_kitti_points_within_vertical_fov(kitti):
     root, _ = kitti
     pts = np.fromfile(root / "sequences" / "00" / "velodyne" / "000001.bin", np.float32).reshape(-1, 4)
     r = np.linalg.norm(pts[:, :3], axis=1)
     elev = np.degrees(np.arcsin(pts[:, 2] / r))
-    assert elev.max() <= 2.0 + 0.3 and elev.min() >= -24.8 - 0.3
+    beams = hdl64(32).elev_deg  # the fixture's 32 beams: evenly spaced rows of the real HDL-64E table
+    assert beams.max() == pytest.approx(2.59) and beams.min() == pytest.approx(-23.75)
+    # a point's apparent elevation spreads around its beam's (lidar.KITTI_ELEV_JITTER: 2 cm + 0.03 deg)
+    assert elev.max() <= beams.max() + 1.0 and elev.min() >= beams.min() - 1.0
+    far = r > 10
+    off = np.abs(elev[far, None] - beams[None, :]).min(1)
+    assert far.sum() > 1000 and np.quantile(off, 0.99) < 0.3
     assert r.max() <= 120.5 and r.min() >= 1.9
 
 

@@ -19,13 +19,20 @@ reference points computed from 3D geometry:
     point concatenates its pixel feature, its bilinearly read BEV feature and its PointNet feature
     -> MLP -> logits.
     Auxiliary heads classify from the RV-only and BEV-only features.
+
+Options of the prior diagnosis (benchmarks/prior_probe.py, all off by default): `vit_blocks=identity`
+skips the frozen blocks (tokens pass the groups unchanged, the final norm stays) to measure what the
+ViT adds at all; `token_norm=layernorm` normalises every token over its channels before the position
+embedding (weight initialised to `token_scale`), so that the frozen blocks receive tokens of the
+scale they were trained on; `embed_lr_scale` / `adapter_lr_scale` / `head_lr_scale` balance the
+learning rates of the embedding, the adapter and the rest (BEV encoder, decoders, heads).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -68,6 +75,14 @@ class BALViTConfig:
     head_hidden: int = 128
     empty_token_range: float = 10.0  # metres along the ray for tokens without points
     default_z: float = -1.7  # height used for empty BEV cells' reference points
+    # Diagnostics and options of the prior study (benchmarks/prior_probe.py, sim2real.py; every default
+    # keeps the model as it was):
+    vit_blocks: Literal["frozen", "identity"] = "frozen"  # identity: skip the frozen blocks (the final norm stays)
+    token_norm: Literal["none", "layernorm"] = "none"  # LayerNorm on the embedding tokens before the position embedding
+    token_scale: float = not_architecture(1.0)  # initial LayerNorm weight (per-channel std of the tokens the ViT gets)
+    embed_lr_scale: float = not_architecture(1.0)  # lr factor of the range embedding (stem, 1x1 projection, token norm)
+    adapter_lr_scale: float = not_architecture(1.0)  # lr factor of the injectors, extractors and BEV projections
+    head_lr_scale: float = not_architecture(1.0)  # lr factor of the BEV encoder, both decoders and the heads
 
     def check(self, cfg) -> None:
         """Checks against the run config `cfg` (range-image size vs patch size)."""
@@ -107,17 +122,25 @@ class RangeEmbedding(nn.Module):
     """Trainable patch embedding: residual conv stem at full resolution, average pooling to the
     token grid, 1x1 conv to the ViT width. (B, 6, H, W) -> skip (B, Cs, H, W), tokens (B, D, H/ph, W/pw)."""
 
-    def __init__(self, channels: int, blocks: int, patch: tuple[int, int], dim: int, in_channels: int = 6):
+    def __init__(self, channels: int, blocks: int, patch: tuple[int, int], dim: int, in_channels: int = 6,
+                 token_norm: str = "none", token_scale: float = 1.0):
         super().__init__()
         layers = [ResContextBlock(in_channels, channels)]
         layers += [ResContextBlock(channels, channels) for _ in range(blocks - 1)]
         self.stem = nn.Sequential(*layers)
         self.patch = patch
         self.proj = nn.Conv2d(channels, dim, 1)
+        if token_norm not in ("none", "layernorm"):
+            raise ValueError(f"token_norm must be none or layernorm, got {token_norm!r}")
+        self.norm = nn.LayerNorm(dim) if token_norm == "layernorm" else None
+        if self.norm is not None:
+            nn.init.constant_(self.norm.weight, float(token_scale))
 
     def forward(self, rv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         skip = self.stem(rv)
-        tokens = self.proj(F.avg_pool2d(skip, self.patch))
+        tokens = self.proj(F.avg_pool2d(skip, self.patch))  # (B, D, Ht, Wt)
+        if self.norm is not None:  # over the channels of every token
+            tokens = self.norm(tokens.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return skip, tokens
 
 
@@ -259,8 +282,18 @@ class BALViT(SegModel):
         bev_grid: tuple[int, int] = (480, 360),
         bev_radius: tuple[float, float] = (0.0, 50.0),
         bev_z: tuple[float, float] = (-4.0, 2.0),
+        vit_blocks: str = "frozen",
+        token_norm: str = "none",
+        token_scale: float = 1.0,
+        embed_lr_scale: float = 1.0,
+        adapter_lr_scale: float = 1.0,
+        head_lr_scale: float = 1.0,
     ):
         super().__init__()
+        if vit_blocks not in ("frozen", "identity"):
+            raise ValueError(f"vit_blocks must be frozen or identity, got {vit_blocks!r}")
+        self.vit_blocks = vit_blocks
+        self.group_lr = {"embed": float(embed_lr_scale), "adapter": float(adapter_lr_scale), "head": float(head_lr_scale)}
         if interaction_groups > backbone.depth:
             raise ValueError(f"interaction_groups ({interaction_groups}) exceeds the backbone depth ({backbone.depth})")
         self.backbone = backbone
@@ -277,7 +310,8 @@ class BALViT(SegModel):
         # K groups of frozen blocks, as even as possible: boundaries[k]..boundaries[k+1]
         self.boundaries = [round(k * backbone.depth / interaction_groups) for k in range(interaction_groups + 1)]
 
-        self.embed = RangeEmbedding(stem_channels, stem_blocks, self.patch, dim)
+        self.embed = RangeEmbedding(stem_channels, stem_blocks, self.patch, dim, token_norm=token_norm,
+                                    token_scale=token_scale)
         self.bev = PolarBEVEncoder(bev_point_channels, list(bev_channels))
         self.bev_proj = nn.ModuleList([nn.Conv2d(c, adapter_dim, 1) for c in bev_channels])
         self.level_embed = nn.Parameter(torch.zeros(len(bev_channels), adapter_dim))
@@ -309,8 +343,24 @@ class BALViT(SegModel):
             empty_token_range=b.empty_token_range, default_z=b.default_z,
             range_height=rv.height, range_width=rv.width, fov=(rv.fov_up, rv.fov_down),
             bev_grid=(bev.radius_bins, bev.azimuth_bins), bev_radius=(bev.min_radius, bev.max_radius),
-            bev_z=(bev.z_min, bev.z_max),
+            bev_z=(bev.z_min, bev.z_max), vit_blocks=b.vit_blocks, token_norm=b.token_norm, token_scale=b.token_scale,
+            embed_lr_scale=b.embed_lr_scale, adapter_lr_scale=b.adapter_lr_scale, head_lr_scale=b.head_lr_scale,
         )
+
+    ADAPTER_PREFIXES = ("injectors.", "extractors.", "bev_proj.", "level_embed")
+
+    def lr_scales(self) -> dict[str, float]:
+        """Per-parameter learning-rate factors (engine/optim.py): embed / adapter / head groups."""
+        if all(v == 1.0 for v in self.group_lr.values()):
+            return {}
+        out = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            group = ("embed" if name.startswith("embed.") else
+                     "adapter" if name.startswith(self.ADAPTER_PREFIXES) else "head")
+            out[name] = self.group_lr[group]
+        return out
 
     # ------------------------------------------------------------------------------ geometry
 
@@ -442,7 +492,8 @@ class BALViT(SegModel):
         x = torch.cat([prefix, tokens], dim=1)
         for k, (inj, ext) in enumerate(zip(self.injectors, self.extractors)):
             x = torch.cat([x[:, :npre], inj(x[:, npre:], tok_ref, bev, shapes, starts)], dim=1)
-            x = self.backbone.run_blocks(x, self.boundaries[k], self.boundaries[k + 1], (ht, wt))
+            if self.vit_blocks == "frozen":
+                x = self.backbone.run_blocks(x, self.boundaries[k], self.boundaries[k + 1], (ht, wt))
             bev = ext(bev, cell_ref, x[:, npre:], tok_shape, tok_start, shapes)
         x = self.backbone.final_norm(x)
         return {
