@@ -388,6 +388,9 @@ class BALViT(SegModel):
         gx = theta / math.pi  # azimuth -pi..pi -> -1..1 (the width axis)
         gy = ((r - self.r_min) / (self.r_max - self.r_min)).clamp(0, 1) * 2 - 1  # radius (the height axis)
         grid = torch.stack([gx, gy], dim=1).to(feat.dtype)
+        if feat.shape[0] == 1:  # one scan: no split by offsets (an exported graph keeps the point count dynamic)
+            return F.grid_sample(feat, grid.view(1, 1, -1, 2), mode="bilinear", padding_mode="border",
+                                 align_corners=False)[0, :, 0].T
         out = []
         for b, (s, e) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
             g = grid[s:e].view(1, 1, e - s, 2)
