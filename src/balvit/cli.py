@@ -1,4 +1,4 @@
-"""Command line: balvit train | eval | predict | check | info | stats | generate | splits | pseudolabels | convert.
+"""Command line: balvit train | eval | predict | check | info | stats | generate | splits | pseudolabels | convert | export.
 
 Every command that runs a model works the same under `torchrun --nproc_per_node=N` (DDP) and as a
 single process. Errors in the input (a wrong config key, a missing file, a corrupt scan, a
@@ -126,6 +126,20 @@ def cmd_predict_files(args) -> int:
                   f"({', '.join(summary['formats'])}{', viewer pages' if summary['viewer_pages'] else ''})", flush=True)
     finally:
         D.cleanup()
+    return 0
+
+
+def cmd_export(args) -> int:
+    """`balvit export --checkpoint CK --format onnx --out model.onnx` (balvit/export.py)."""
+    from .export import export_checkpoint
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    report = export_checkpoint(args.checkpoint, args.out, opset=args.opset, check=not args.no_check)
+    print(f"wrote {report['out']}: {report['model']} graph, inputs {', '.join(report['inputs'])} -> logits (N, "
+          f"{report['classes']}); {report['exporter']}, opset {report['opset']}", flush=True)
+    if "max_abs_diff" in report:
+        print(f"onnxruntime vs PyTorch on a generated scan of {report['check_points']} points: max |difference| "
+              f"{report['max_abs_diff']:.2e}", flush=True)
     return 0
 
 
@@ -331,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--config", required=True, help="YAML config of the same architecture (e.g. config/baselines/...)")
     cv.add_argument("--out", required=True, help="the balvit checkpoint to write")
     cv.set_defaults(fn=cmd_convert, data_root=None, overrides=[])
+
+    ex = sub.add_parser("export", help="export a checkpoint's network to ONNX (range image + point index tensors -> logits)")
+    ex.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt / last.pt)")
+    ex.add_argument("--format", default="onnx", choices=["onnx"])
+    ex.add_argument("--out", required=True, help="the .onnx file to write")
+    ex.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 18: ScatterElements max)")
+    ex.add_argument("--no-check", action="store_true",
+                    help="skip the onnxruntime vs PyTorch check on a generated scan")
+    ex.set_defaults(fn=cmd_export)
     return p
 
 

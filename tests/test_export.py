@@ -1,0 +1,85 @@
+"""ONNX export (balvit/export.py, `balvit export`): onnxruntime gives the logits of the PyTorch inference
+path within 1e-4 on generated scans of several sizes, for every exportable model; the others are
+refused with the reason."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import balvit
+from balvit.api import ArrayScans
+from balvit.cli import main as balvit_main
+from balvit.data.dataset import build_reader
+from balvit.engine.evaluate import PerFrame
+from balvit.errors import ConfigError
+from balvit.export import EXPORTABLE, NOT_EXPORTABLE, graph_inputs
+from balvit.models import MODELS
+from conftest import generated_dataset, tiny_model_config
+from test_api import perturbed_checkpoint
+
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory):
+    return generated_dataset(tmp_path_factory, "export", frames=2, image_scale=0.1, seed=4)
+
+
+def test_every_model_is_exportable_or_says_why():
+    assert set(EXPORTABLE) | set(NOT_EXPORTABLE) == set(MODELS) and not set(EXPORTABLE) & set(NOT_EXPORTABLE)
+
+
+@pytest.mark.parametrize("name", EXPORTABLE)
+def test_onnxruntime_equals_pytorch(name, syn, tmp_path, capsys):
+    ck = perturbed_checkpoint(tiny_model_config(name, syn), tmp_path / "ck.pt", seed=3)
+    out = tmp_path / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert balvit_main(["export", "--checkpoint", str(ck), "--format", "onnx", "--out", str(out)]) == 0
+    assert "max |difference|" in capsys.readouterr().out
+    model = balvit.load(ck, device="cpu", batch_size=1)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    assert names == list(graph_inputs(name, model.config))
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["balvit.class_names"]) == list(model.class_names) and meta["balvit.model"] == name
+
+    reader = build_reader(model.config.data, "valid")  # the generated scans (2 frames of sequence 08)
+    want = {}
+    model.run(reader, [PerFrame(lambda item: want.__setitem__(item["index"], item["logits"].numpy()))])
+    sizes = set()
+    for i in range(len(reader)):
+        points = reader.load_points(i)
+        got = session.run(None, model.onnx_inputs(points))[0]
+        assert got.shape == (len(points), 19)
+        np.testing.assert_allclose(got, want[i], atol=1e-4, rtol=0)
+        assert want[i].std() > 0.05  # a model whose logits vary, not a zero head
+        sizes.add(len(points))
+    half = reader.load_points(0)[::2]  # another point count through the same graph
+    got = session.run(None, model.onnx_inputs(half))[0]
+    np.testing.assert_allclose(got, _logits(model, half), atol=1e-4, rtol=0)
+    assert len(sizes | {len(half)}) >= 2
+
+
+def _logits(model, points):
+    out = []
+    model.run(ArrayScans([points], model.labels), [PerFrame(lambda item: out.append(item["logits"].numpy()))])
+    return out[0]
+
+
+def test_refusals(syn, tmp_path, capsys):
+    ck = perturbed_checkpoint(tiny_model_config("elite_teacher", syn), tmp_path / "teacher.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert balvit_main(["export", "--checkpoint", str(ck), "--out", str(tmp_path / "t.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be exported to ONNX" in err and "camera images" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t.onnx").exists()
+    # neighbours the model would search itself (scipy) cannot be part of a graph
+    for name, override in (("rangevit", "data.sampling.neighbors=0"), ("waffleiron", "data.sampling.neighbors=0")):
+        with pytest.raises(ConfigError, match="must come from the loader"):
+            graph_inputs(name, tiny_model_config(name, syn, override))
