@@ -14,6 +14,7 @@ import balvit
 from balvit.cli import main as balvit_main
 from balvit.config import to_dict
 from balvit.data.dataset import build_reader
+from balvit.data.labels import labels_for
 from balvit.engine.checkpoint import save_checkpoint
 from balvit.errors import BalvitError, ConfigError, DataError
 from balvit.models import MODELS, build_model
@@ -31,7 +32,7 @@ def perturbed_checkpoint(cfg, path, seed: int = 0):
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # untrained tiny backbones say so
-        model = build_model(cfg, 19)
+        model = build_model(cfg, labels_for(cfg.data.dataset).num_classes)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.requires_grad:  # half the tensor's own scale of noise; all-zero tensors: 0.25, biases 0.01
@@ -250,3 +251,68 @@ def test_predict_input_under_two_processes(syn, checkpoints, tmp_path):
     summary = json.loads((tmp_path / "out/predictions.json").read_text())
     assert summary["files"] == 4 and summary["viewer_pages"] == 1
     assert len(list((tmp_path / "out/viewer").glob("*.html"))) == 1
+
+
+# --------------------------------------------------------------------------- real scans
+
+REAL = REPO.parent / "shared" / "data" / "real"
+REAL_KITTI = REAL / "semantickitti"
+REAL_NUSCENES = sorted((REAL / "nuscenes").glob("*.pcd.bin")) if (REAL / "nuscenes").is_dir() else []
+NUSCENES_TINY = ["data.dataset=nuscenes", "data.intensity_scale=0.00392156862745098", "data.range.rows=ring",
+                 "data.range.height=32", "data.range.fov_up=11.3", "data.range.fov_down=-31.4",
+                 "data.range.min_range=1.0"]
+
+
+@pytest.mark.skipif(not (REAL_KITTI / "sequences/00/velodyne").is_dir(), reason="real scans not found (../shared/data/real)")
+def test_real_semantickitti_scans(checkpoints, tmp_path, capsys):
+    """The three real SemanticKITTI scans (124 k points each): the API, `balvit predict --input` and the
+    dataset form `balvit predict CONFIG --data_root` give the same predictions on every point; eval
+    writes the page with the official labels."""
+    from balvit.data.semantickitti import SemanticKITTI
+
+    ck = checkpoints["balvit"]
+    config = str(REPO / "config/synthetic/tiny.yaml")
+    seq = ["data.val_sequences=['00']"]
+    assert run_cli("predict", config, "--data_root", str(REAL_KITTI), "--checkpoint", str(ck), "--out",
+                   str(tmp_path / "ds"), "--pictures", "0", "--no-progress", *seq) == 0
+    assert run_cli("predict", "--checkpoint", str(ck), "--input", str(REAL_KITTI / "sequences/00/velodyne"),
+                   "--out", str(tmp_path / "files"), "--no-progress") == 0
+    model = balvit.load(ck, device="cpu")
+    reader = SemanticKITTI(REAL_KITTI, "valid", sequences=["00"])
+    assert len(reader) == 3
+    preds = model.predict([reader.load_points(i) for i in range(3)])
+    for i, frame in enumerate(reader.frames):
+        stem = frame.split("/")[1]
+        dataset_form = np.fromfile(tmp_path / f"ds/sequences/00/predictions/{stem}.label", dtype=np.uint32)
+        files_form = np.fromfile(tmp_path / f"files/{stem}.label", dtype=np.uint32)
+        assert len(files_form) == reader.num_points(i) > 120_000
+        np.testing.assert_array_equal(files_form, dataset_form)
+        np.testing.assert_array_equal(model.to_raw(preds[i]), files_form)
+    assert run_cli("eval", config, "--data_root", str(REAL_KITTI), "--checkpoint", str(ck), "--save_path",
+                   str(tmp_path / "ev"), "--viewer", "1", "--pictures", "0", "--no-progress", *seq) == 0
+    page = (tmp_path / "ev/viewer/00_000000.html").read_text()
+    assert "showing a random subset of 60,000 of 124,668 points" in page and "ground truth" in page
+
+
+@pytest.mark.skipif(len(REAL_NUSCENES) < 2, reason="real nuScenes scans not found (../shared/data/real)")
+def test_real_nuscenes_scans_take_their_rings(syn, tmp_path, capsys):
+    """A nuScenes model whose range-view rows are the laser rings predicts the two real LIDAR_TOP scans
+    from `balvit predict --input` (rings from the .pcd.bin's 5th float) exactly as the API does from the
+    rotated points and the rings; lidarseg output ids are 1..16."""
+    from balvit.data.nuscenes import lidar_top_to_library
+
+    cfg = tiny_model_config("elite_student", syn, *NUSCENES_TINY)
+    ck = perturbed_checkpoint(cfg, tmp_path / "nu.pt")
+    capsys.readouterr()
+    assert run_cli("predict", "--checkpoint", str(ck), "--input", *map(str, REAL_NUSCENES), "--out",
+                   str(tmp_path / "out"), "--no-progress") == 0
+    printed = capsys.readouterr().out
+    assert "range-view rows = field 'ring' (0..31)" in printed and "nuScenes intensity 0..255" in printed
+    model = balvit.load(ck, device="cpu")
+    for path in REAL_NUSCENES:
+        raw = np.fromfile(path, dtype=np.float32).reshape(-1, 5)
+        want = model.to_raw(model.predict(lidar_top_to_library(raw), rings=raw[:, 4]))
+        stem = path.name[: -len(".pcd.bin")]
+        got = np.fromfile(tmp_path / f"out/{stem}_lidarseg.bin", dtype=np.uint8)
+        np.testing.assert_array_equal(got, want)
+        assert got.min() >= 1 and got.max() <= 16 and len(got) == len(raw)
