@@ -33,9 +33,14 @@ def test_every_model_is_exportable_or_says_why():
     assert set(EXPORTABLE) | set(NOT_EXPORTABLE) == set(MODELS) and not set(EXPORTABLE) & set(NOT_EXPORTABLE)
 
 
-@pytest.mark.parametrize("name", EXPORTABLE)
-def test_onnxruntime_equals_pytorch(name, syn, tmp_path, capsys):
-    ck = perturbed_checkpoint(tiny_model_config(name, syn), tmp_path / "ck.pt", seed=3)
+# every exportable model; BALViT also with BEV levels (18 x 9 x 5 azimuth cells) that do not divide the
+# polar grid (72): its cell references pool over uneven windows (F.adaptive_avg_pool2d, window_sums)
+CASES = [(name, []) for name in EXPORTABLE] + [("balvit", ["data.bev.azimuth_bins=72"])]
+
+
+@pytest.mark.parametrize("name,overrides", CASES, ids=[n + ("-uneven-bev" if o else "") for n, o in CASES])
+def test_onnxruntime_equals_pytorch(name, overrides, syn, tmp_path, capsys):
+    ck = perturbed_checkpoint(tiny_model_config(name, syn, *overrides), tmp_path / "ck.pt", seed=3)
     out = tmp_path / "model.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
