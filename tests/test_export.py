@@ -88,3 +88,37 @@ def test_refusals(syn, tmp_path, capsys):
     for name, override in (("rangevit", "data.sampling.neighbors=0"), ("waffleiron", "data.sampling.neighbors=0")):
         with pytest.raises(ConfigError, match="must come from the loader"):
             graph_inputs(name, tiny_model_config(name, syn, override))
+
+
+def test_op_mappings_are_exact_on_two_threads(tmp_path):
+    """The three op mappings of export.py against PyTorch, on onnxruntime with 2 intra-op threads and many
+    repeated indices: index_add (ScatterND's add reduction would lose updates here), scatter_reduce amax
+    without self (negative values; empty cells keep the input's value), hypot."""
+    import torch
+
+    from balvit.export import register_symbolics
+
+    class Ops(torch.nn.Module):
+        def forward(self, src, index, xy):
+            added = torch.zeros(300, src.shape[1]).index_add(0, index, src)
+            base = torch.full((400, src.shape[1]), 7.0)  # cells 300..399 get no point: they keep 7
+            amax = base.scatter_reduce(0, index[:, None].expand_as(src), src - 3.0, reduce="amax", include_self=False)
+            return added, amax, torch.hypot(xy[:, 0], xy[:, 1])
+
+    g = torch.Generator().manual_seed(0)
+    src = torch.randn(60_000, 64, generator=g)
+    index = torch.randint(0, 300, (60_000,), generator=g)
+    xy = torch.randn(1000, 2, generator=g) * 30
+    register_symbolics()
+    path = tmp_path / "ops.onnx"
+    torch.onnx.export(Ops(), (src, index, xy), str(path), dynamo=False, opset_version=18,
+                      input_names=["src", "index", "xy"], dynamic_axes={"src": {0: "n"}, "index": {0: "n"}})
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    want = [t.numpy() for t in Ops()(src, index, xy)]
+    for _ in range(3):  # a race would show as run-to-run differences
+        got = session.run(None, {"src": src.numpy(), "index": index.numpy(), "xy": xy.numpy()})
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-5)
+    assert (got[1][300:] == 7.0).all() and (got[1][:300] < 2).all()

@@ -36,7 +36,8 @@ model, is refused (`NOT_EXPORTABLE`).
 Ops without a mapping in the TorchScript exporter are given one here (`register_symbolics`), each an
 exact equivalent: `aten::hypot` -> Sqrt(x^2 + y^2); `aten::scatter_reduce(amax, include_self=False)`
 -> ScatterElements(reduction=max) onto -inf, cells left at -inf take the input's value (empty cells);
-`aten::index_add` (dim 0, repeated indices) -> ScatterND(reduction=add). Python loops over the scans of
+`aten::index_add` (dim 0, repeated indices) -> ScatterElements(reduction=add) on the index broadcast to
+the source (onnxruntime 1.32's ScatterND(reduction=add) loses updates on more than one thread). Python loops over the scans of
 a batch or over chunks of points would freeze the traced point count: the models take one slice for
 a batch of one scan, and KPConv runs in one block while exporting (`torch.onnx.is_in_onnx_export`).
 """
@@ -57,6 +58,7 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 
 OPSET = 18  # ScatterElements reduction "max" needs 18
+EXPORTER = "torch.onnx TorchScript exporter (dynamo=False)"
 EXPORTABLE = ("balvit", "elite_student", "multivit", "rangevit", "waffleiron")
 INPUT_DOCS = {
     "rv": "float32 (1, 6, H, W) range image: range, x, y, z, intensity normalised by data.range.mean/std, mask",
@@ -108,6 +110,9 @@ def _scatter_reduce(g, self, dim, index, src, reduce, include_self):
 
 
 def _index_add(g, self, dim, index, source, alpha=None):
+    """index_add along dim 0 -> ScatterElements(reduction=add) with the index broadcast to the source's
+    shape. (Not ScatterND(reduction=add): onnxruntime 1.32's CPU kernel of it loses updates to repeated
+    indices when it runs on more than one thread - tests/test_export.py shows the race.)"""
     from torch.onnx import symbolic_helper as sh
 
     dim = sh._get_const(dim, "i", "dim")
@@ -115,8 +120,14 @@ def _index_add(g, self, dim, index, source, alpha=None):
         raise ConfigError(f"index_add along dim {dim}: only dim 0 has an ONNX form here")
     if alpha is not None and not sh._is_none(alpha) and sh._maybe_get_const(alpha, "f") != 1:
         source = g.op("Mul", source, alpha)
-    idx = g.op("Unsqueeze", index, g.op("Constant", value_t=torch.tensor([1], dtype=torch.long)))
-    return g.op("ScatterND", self, idx, source, reduction_s="add")
+    rank = sh._get_tensor_rank(source)
+    if rank is None:
+        raise ConfigError("index_add of a source of unknown rank has no ONNX form here")
+    idx = index
+    if rank > 1:  # (N,) -> (N, 1, ...) -> the source's shape
+        axes = g.op("Constant", value_t=torch.arange(1, rank, dtype=torch.long))
+        idx = g.op("Expand", g.op("Unsqueeze", index, axes), g.op("Shape", source))
+    return g.op("ScatterElements", self, idx, source, axis_i=0, reduction_s="add")
 
 
 def register_symbolics(opset: int = OPSET) -> None:
@@ -240,7 +251,7 @@ def export_onnx(segmenter, out: str | Path, *, opset: int = OPSET, check: bool =
             proto.metadata_props.add(key=k, value=v)
         onnx.save(proto, str(tmp))
     report = {"out": str(out), "model": segmenter.name, "inputs": list(names), "classes": segmenter.num_classes,
-              "exporter": "torch.onnx TorchScript exporter (dynamo=False)", "opset": opset,
+              "exporter": EXPORTER, "opset": opset,
               "torch": torch.__version__}
     if check:
         report.update(check_onnx(segmenter, out, sizes=(example_points, example_points // 2 + 777)))
@@ -283,5 +294,5 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, opset: int = O
         return export_onnx(segmenter, out, opset=opset, check=check)
 
 
-__all__ = ["EXPORTABLE", "NOT_EXPORTABLE", "OPSET", "OneScanGraph", "export_onnx", "export_checkpoint",
+__all__ = ["EXPORTER", "EXPORTABLE", "NOT_EXPORTABLE", "OPSET", "OneScanGraph", "export_onnx", "export_checkpoint",
            "check_onnx", "example_scan", "graph_inputs", "register_symbolics"]
