@@ -316,3 +316,20 @@ def test_real_nuscenes_scans_take_their_rings(syn, tmp_path, capsys):
         got = np.fromfile(tmp_path / f"out/{stem}_lidarseg.bin", dtype=np.uint8)
         np.testing.assert_array_equal(got, want)
         assert got.min() >= 1 and got.max() <= 16 and len(got) == len(raw)
+
+
+def test_missing_backbone_weights_fail_as_in_training(syn, checkpoints, tmp_path):
+    """A checkpoint whose frozen backbone comes from weights that are not on this machine: balvit.load
+    stops with the weight source's own message, naming the checkpoint and the file."""
+    from balvit.engine.checkpoint import load_checkpoint
+    from balvit.errors import CheckpointError
+    from balvit.io import torch_save
+
+    state = load_checkpoint(checkpoints["balvit"])
+    missing = tmp_path / "dinov2_missing.safetensors"
+    state["config"]["model"]["backbone"]["weights"] = str(missing)
+    torch_save(state, tmp_path / "moved.pt")
+    with pytest.raises(CheckpointError) as err:
+        balvit.load(tmp_path / "moved.pt", device="cpu")
+    text = str(err.value)
+    assert str(tmp_path / "moved.pt") in text and str(missing) in text and "\n" not in text
