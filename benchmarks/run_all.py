@@ -3,10 +3,11 @@
     python benchmarks/run_all.py [--quick] [--skip-study] [--only-report] [--repeats N] [--device auto|cpu|cuda]
 
 Runs data_bench.py, model_bench.py, deform_attn_bench.py, speed_bench.py (CPU always, and CUDA
-when the machine has one), scaling_bench.py and the label-efficiency study (label_efficiency.py,
-resumable: finished runs are kept), then writes benchmarks/RESULTS.md; the prior diagnosis
-(prior_probe.py), the realism comparison (realism.py) and sim-to-real (sim2real.py) are run on their
-own (hours on 2 cores; --with-prior runs them too) and their JSON sections join the report: the machine, every table,
+when the machine has one), export_bench.py (onnxruntime vs PyTorch), scaling_bench.py and the
+label-efficiency study (label_efficiency.py, resumable: finished runs are kept), then writes
+benchmarks/RESULTS.md; the prior diagnosis (prior_probe.py), the realism comparison (realism.py) and
+sim-to-real (sim2real.py) are run on their own (hours on 2 cores; --with-prior runs them too) and
+their JSON sections join the report: the machine, every table,
 the plots (copied to benchmarks/plots/ so that the committed RESULTS.md shows them) and the
 papers' reported numbers beside ours, marked "reported, not reproduced".
 
@@ -121,6 +122,11 @@ def results_md(quick: bool = False) -> str:
                   f"| training step, batch {mb['train_batch']} (forward + backward + AdamW) | {mb['train_step_s']:.3f} s |",
                   f"| peak memory, training (process RSS) | {mb['train_peak_rss_mb']:.0f} MB |",
                   f"| trainable / frozen parameters | {mb['trainable_params']:,} / {mb['frozen_params']:,} |", ""]
+    ex = load("export_bench")
+    if ex:
+        import export_bench
+
+        lines.append(export_bench.markdown(ex))
     da = load("deform_attn_bench")
     if da:
         lines += ["## Multi-scale deformable attention (grid_sample path vs naive loops)", "",
@@ -212,6 +218,7 @@ def main() -> None:
         run("speed_bench.py", "--device", "cpu", "--out", str(OUT / "speed_bench.json"), *quick, *reps)
         if cuda:
             run("speed_bench.py", "--device", "cuda", "--out", str(OUT / "speed_bench_cuda.json"), *quick, *reps)
+        run("export_bench.py", "--out", str(OUT / "export_bench.json"), *quick, *reps)
         run("scaling_bench.py", "--device", "cuda" if cuda else "cpu", "--out", str(OUT / "scaling_bench.json"), *quick, *reps)
         if not args.skip_study:
             run("label_efficiency.py", *quick, "--keep-going",

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import common  # noqa: E402
+import export_bench  # noqa: E402
 import label_efficiency as le  # noqa: E402
 import run_all  # noqa: E402
 import scaling_bench  # noqa: E402
@@ -125,6 +126,22 @@ def test_speed_bench_quick_writes_every_model(tmp_path, monkeypatch):
     assert rows[0]["trainable_params"] < rows[0]["total_params"]  # BALViT's frozen ViT
     md = speed_bench.markdown(d)
     assert "| waffleiron |" in md and "QUICK" in d["machine"]["cpu"] or "QUICK" in md
+
+
+def test_export_bench_quick_times_both_runtimes_and_checks_parity(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "export.json"
+    monkeypatch.setattr(sys, "argv", ["export_bench.py", "--quick", "--models", "elite_student,waffleiron", "--out", str(out)])
+    export_bench.main()
+    d = json.loads(out.read_text())
+    assert sorted(r["name"] for r in d["rows"]) == ["elite_student", "waffleiron"]
+    for r in d["rows"]:
+        assert "error" not in r, r
+        assert r["torch_s"] > 0 and r["ort_s"] > 0 and r["torch_over_ort"] == pytest.approx(r["torch_s"] / r["ort_s"])
+        assert r["max_abs_diff"] < 1e-4 and r["argmax_agreement"] == 1.0 and r["logit_std"] > 0.05
+        assert len(r["load_before"]) == 3 and r["points"] > 1000
+    md = export_bench.markdown(d)
+    assert "| elite_student |" in md and "QUICK" in md and "Load average" in md
 
 
 def test_speed_bench_merge_keeps_other_rows_and_flags_a_separate_invocation(tmp_path, monkeypatch):

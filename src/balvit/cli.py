@@ -1,4 +1,4 @@
-"""Command line: balvit train | eval | predict | check | info | stats | generate | splits | pseudolabels | convert.
+"""Command line: balvit train | eval | predict | check | info | stats | generate | splits | pseudolabels | convert | export.
 
 Every command that runs a model works the same under `torchrun --nproc_per_node=N` (DDP) and as a
 single process. Errors in the input (a wrong config key, a missing file, a corrupt scan, a
@@ -67,12 +67,17 @@ def cmd_eval(args) -> int:
     info = D.init_distributed()
     setup_logging(info.rank)
     try:
+        if args.viewer and not args.save_path:
+            raise ConfigError("--viewer needs --save_path (the pages go to SAVE_PATH/viewer/)")
         cfg = _config(args)
         run_eval(cfg, args.checkpoint, info, save_path=args.save_path, split=args.split,
-                 pictures=args.pictures, progress=not args.no_progress)
+                 pictures=args.pictures, progress=not args.no_progress, viewer=args.viewer)
     finally:
         D.cleanup()
     return 0
+
+
+FILE_OPTIONS = ("format", "ply", "intensity", "intensity_max", "workers")  # predict --input only
 
 
 def cmd_predict(args) -> int:
@@ -80,15 +85,77 @@ def cmd_predict(args) -> int:
     from .engine.log import setup_logging
     from .engine.trainer import run_predict
 
+    if args.input:
+        return cmd_predict_files(args)
+    if not args.config:
+        raise ConfigError("balvit predict needs CONFIG --data_root DIR (a dataset's split) or --input PATH ... "
+                          "(point files)")
+    given = [f"--{k.replace('_', '-')}" for k in FILE_OPTIONS if getattr(args, k) not in (None, False)]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: only with --input (point files)")
     _not_negative(args.pictures, "--pictures")
     info = D.init_distributed()
     setup_logging(info.rank)
     try:
         cfg = _config(args)
         run_predict(cfg, args.checkpoint, info, args.out, split=args.split, pictures=args.pictures,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, viewer=args.viewer)
     finally:
         D.cleanup()
+    return 0
+
+
+def cmd_predict_files(args) -> int:
+    """`balvit predict --checkpoint CK --input PATH ... --out DIR`: point files, the checkpoint's config.
+    The files are read and checked before the model is built (balvit/api.py read_point_files)."""
+    from .engine import dist as D
+    from .engine.log import setup_logging
+    from .engine.trainer import set_threads
+
+    if args.config or args.data_root or args.overrides or args.split != "valid" or args.pictures is not None:
+        raise ConfigError("predict --input takes the model's config from the checkpoint: no CONFIG, --data_root, "
+                          "--split, --pictures or key=value overrides")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    from .api import load, output_format, predict_point_files, read_point_files
+    from .engine.checkpoint import load_checkpoint
+    from .engine.pretrained import config_of
+    from .io import ensure_writable
+
+    info = D.init_distributed()
+    setup_logging(info.rank)
+    try:
+        cfg = config_of(load_checkpoint(args.checkpoint), args.checkpoint)
+        fmt = output_format(args.format, cfg.data.dataset)
+        reader = read_point_files(args.input, cfg, intensity=args.intensity or "auto", intensity_max=args.intensity_max,
+                                  echo=(lambda line: print(line, flush=True)) if info.is_main else None)
+        if info.is_main:
+            ensure_writable(args.out, "--out")
+        set_threads(info)
+        model = load(args.checkpoint, device=info.device)
+        workers = model.config.data.num_workers if args.workers is None else args.workers
+        summary = predict_point_files(model, reader, args.out, fmt=fmt, ply=args.ply, viewer=args.viewer, info=info,
+                                      workers=workers, progress=not args.no_progress)
+        if info.is_main:
+            print(f"predicted {summary['files']} files with {model.name} ({args.checkpoint}) -> {args.out} "
+                  f"({', '.join(summary['formats'])}{', viewer pages' if summary['viewer_pages'] else ''})", flush=True)
+    finally:
+        D.cleanup()
+    return 0
+
+
+def cmd_export(args) -> int:
+    """`balvit export --checkpoint CK --format onnx --out model.onnx` (balvit/export.py)."""
+    from .engine.log import setup_logging
+    from .export import export_checkpoint
+
+    setup_logging(0)
+    report = export_checkpoint(args.checkpoint, args.out, opset=args.opset, check=not args.no_check)
+    print(f"wrote {report['out']}: {report['model']} graph, inputs {', '.join(report['inputs'])} -> logits (N, "
+          f"{report['classes']}); {report['exporter']}, opset {report['opset']}", flush=True)
+    if "max_abs_diff" in report:
+        print(f"onnxruntime vs PyTorch on a generated scan of {report['check_points']} points: max |difference| "
+              f"{report['max_abs_diff']:.2e}", flush=True)
     return 0
 
 
@@ -189,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="balvit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp, checkpoint: bool):
-        sp.add_argument("config", help="YAML config file (see config/)")
+    def common(sp, checkpoint: bool, optional_config: bool = False):
+        sp.add_argument("config", nargs="?" if optional_config else None, help="YAML config file (see config/)")
         sp.add_argument("--data_root", "--data-root", dest="data_root", help="dataset root (overrides data.root)")
         if checkpoint:
             sp.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt / last.pt)")
@@ -209,13 +276,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--save_path", "--save-path", dest="save_path", help="write metrics.json/.md and pictures here")
     e.add_argument("--split", default=None, help="split to evaluate (default data.val_split)")
     e.add_argument("--pictures", type=int, default=None, help="frames to draw (default eval.pictures)")
+    e.add_argument("--viewer", type=_count, default=0, metavar="N",
+                   help="interactive 3D pages of N frames in SAVE_PATH/viewer/ (viewer.py)")
     e.set_defaults(fn=cmd_eval)
 
-    pr = sub.add_parser("predict", help="write official-format prediction files")
-    common(pr, checkpoint=True)
-    pr.add_argument("--out", required=True, help="output root (sequences/XX/predictions or lidarseg/<split>)")
+    pr = sub.add_parser("predict", help="write official-format prediction files (a dataset split, or point files)",
+                        description="predict CONFIG --data_root DIR --checkpoint CK --out DIR (a dataset split), or "
+                                    "predict --checkpoint CK --input PATH [PATH ...] --out DIR (point files, folders, "
+                                    "globs; the checkpoint's config)")
+    common(pr, checkpoint=True, optional_config=True)
+    pr.add_argument("--out", required=True, help="output root (sequences/XX/predictions or lidarseg/<split>; "
+                                                 "with --input: <out>/<name>.<ext>)")
     pr.add_argument("--split", default="valid", help="valid or test (default valid)")
     pr.add_argument("--pictures", type=int, default=None, help="frames to draw (default eval.pictures)")
+    pr.add_argument("--viewer", type=_count, default=0, metavar="N",
+                    help="interactive 3D pages of N scans in OUT/viewer/ (viewer.py)")
+    pr.add_argument("--input", nargs="+", default=None, metavar="PATH",
+                    help="point files (.bin .pcd.bin .pcd .ply .las .laz .npy .npz), folders or globs")
+    pr.add_argument("--format", default=None, choices=["label", "lidarseg", "npy"],
+                    help="with --input: output format (default: label for SemanticKITTI, lidarseg for nuScenes models)")
+    pr.add_argument("--ply", action="store_true", help="with --input: also a coloured <name>.ply")
+    pr.add_argument("--intensity", default=None, metavar="FIELD|zero",
+                    help="with --input: the field taken as intensity (default: the first of intensity, remission, "
+                         "reflectance, ...), or zero for files without one")
+    pr.add_argument("--intensity-max", dest="intensity_max", type=float, default=None,
+                    help="with --input: the stored value of full intensity, where the format does not fix it")
+    pr.add_argument("--workers", type=int, default=None,
+                    help="with --input: loader processes reading the files (default the checkpoint's data.num_workers)")
     pr.set_defaults(fn=cmd_predict)
 
     c = sub.add_parser("check", help="pre-flight check of the configured splits' files by size (exit 2 on errors)")
@@ -275,7 +362,27 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--config", required=True, help="YAML config of the same architecture (e.g. config/baselines/...)")
     cv.add_argument("--out", required=True, help="the balvit checkpoint to write")
     cv.set_defaults(fn=cmd_convert, data_root=None, overrides=[])
+
+    ex = sub.add_parser("export", help="export a checkpoint's network to ONNX (range image + point index tensors -> logits)")
+    ex.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt / last.pt)")
+    ex.add_argument("--format", default="onnx", choices=["onnx"])
+    ex.add_argument("--out", required=True, help="the .onnx file to write")
+    ex.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 18: ScatterElements max)")
+    ex.add_argument("--no-check", action="store_true",
+                    help="skip the onnxruntime vs PyTorch check on a generated scan")
+    ex.set_defaults(fn=cmd_export)
     return p
+
+
+def _count(text: str) -> int:
+    """A non-negative count for argparse (e.g. --viewer N)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -232,3 +232,31 @@ def write_scan_viewer(
         f"{div}\n</body></html>\n"
     )
     return write_text(path, page)
+
+
+class ViewerPages:
+    """Per-frame consumer of the inference loop (engine/evaluate.py `PerFrame`; `balvit eval / predict
+    --viewer N`): the interactive page of each of the first `limit` frames it sees, written to
+    `out_dir/<frame>.html` ("/" in a frame id becomes "_"), with the ground truth beside the
+    prediction when `with_gt` and the frame has labels. A page that cannot be written is logged and
+    skipped: pages are a convenience, never a reason to lose an evaluation."""
+
+    def __init__(self, out_dir: str | Path, labels, limit: int, with_gt: bool = True, **options):
+        self.out_dir, self.labels, self.limit, self.with_gt, self.options = Path(out_dir), labels, limit, with_gt, options
+        self.written: list[Path] = []
+
+    def __call__(self, item: dict) -> None:
+        if len(self.written) >= self.limit:
+            return
+        import logging
+
+        frame = str(item["frame"])
+        gt = item["labels"].numpy() if self.with_gt else None
+        if gt is not None and (gt == IGNORE).all():
+            gt = None  # an unlabelled frame: prediction only
+        try:
+            self.written.append(write_scan_viewer(
+                self.out_dir / f"{frame.replace('/', '_')}.html", item["points"].numpy(), item["pred"].numpy(), gt,
+                self.labels.class_names, self.labels.colors, title=frame, **self.options))
+        except Exception as exc:  # noqa: BLE001 - see the class docstring
+            logging.getLogger(__name__).warning("could not write the viewer page of frame %s: %s", frame, exc)

@@ -237,6 +237,18 @@ def read_point_file(
                      frame=cols.frame, notes=tuple(notes))
 
 
+def read_field(path: str | Path, name: str) -> np.ndarray | None:
+    """The values (N,) of the field `name` (matched case-insensitively) of a point file, as stored, or
+    None when the file has no such field (e.g. "ring": the laser ring of nuScenes .pcd.bin scans and of
+    many ROS-recorded .pcd files)."""
+    path = Path(path)
+    cols = _READERS[point_format(path)](path)
+    lower = {f.lower(): f for f in cols.fields}
+    if name.lower() not in lower:
+        return None
+    return np.asarray(cols.get(lower[name.lower()]))
+
+
 def _choose_intensity(path: Path, fields: tuple[str, ...], intensity: str) -> str:
     lower = {f.lower(): f for f in fields}
     if intensity == "auto":

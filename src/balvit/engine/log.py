@@ -13,12 +13,25 @@ from ..errors import DataError
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever `sys.stderr` is when a record is emitted (not the stream at setup:
+    a caller that redirects or replaces stderr later, e.g. contextlib.redirect_stderr, gets the log)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def setup_logging(rank: int = 0, level: int = logging.INFO) -> None:
     """Rank 0 logs INFO to stderr, other ranks only warnings (tagged with their rank)."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     fmt = LOG_FORMAT if rank == 0 else f"[rank {rank}] " + LOG_FORMAT
     handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
     root.addHandler(handler)

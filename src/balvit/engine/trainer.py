@@ -297,13 +297,25 @@ def load_for_inference(cfg, checkpoint: str | Path, info: D.DistInfo):
     return model, state
 
 
+def _viewer_pages(out_dir: Path | None, reader, n: int, info: D.DistInfo, flag: str) -> PerFrame:
+    """The `--viewer N` consumer: every rank runs it (the same evaluators everywhere), rank 0 writes the
+    pages of its first N frames under out_dir/viewer/."""
+    from ..viewer import ViewerPages
+
+    if out_dir is None:
+        raise ConfigError(f"--viewer needs {flag} (the pages go to its viewer/ folder)")
+    pages = ViewerPages(out_dir / "viewer", reader.labels, limit=n, with_gt=reader.has_labels) if info.is_main else None
+    return PerFrame(pages or (lambda item: None), "viewed")
+
+
 def _frames_line(done: int, listed: int, split: str) -> str:
     return f"evaluated {done} of {listed} {split} frames"
 
 
 def run_eval(cfg, checkpoint: str | Path, info: D.DistInfo, save_path: str | Path | None = None,
-             split: str | None = None, pictures: int | None = None, progress: bool = True) -> dict:
-    """`balvit eval`: per-class IoU + mIoU on the original points of a split (default data.val_split)."""
+             split: str | None = None, pictures: int | None = None, progress: bool = True, viewer: int = 0) -> dict:
+    """`balvit eval`: per-class IoU + mIoU on the original points of a split (default data.val_split);
+    `viewer`: interactive pages (viewer.py) of that many frames under save_path/viewer/."""
     set_threads(info)
     split = split or cfg.data.val_split
     out_dir = Path(save_path) if save_path else None
@@ -320,12 +332,15 @@ def run_eval(cfg, checkpoint: str | Path, info: D.DistInfo, save_path: str | Pat
     if out_dir is not None and n_pictures:  # every rank runs the same evaluators; rank 0 draws its frames
         draw = PictureWriter(out_dir / "pictures", reader.labels, cfg.data, limit=n_pictures) if info.is_main else None
         extra.append(PerFrame(draw or (lambda item: None), "drawn"))
+    if viewer:
+        extra.append(_viewer_pages(out_dir, reader, viewer, info, "--save_path"))
     t0 = time.time()
     evaluation = point_evaluation(model, dataset, reader.labels, *extra, name="eval")
     metrics = run_evaluation(evaluation, info, batch_size=cfg.eval.batch_size, workers=cfg.data.num_workers,
                              limit=cfg.data.max_val_frames, dtype=autocast_dtype(cfg.train.amp, info.device),
                              progress=progress)
     metrics.pop("drawn", None)
+    metrics.pop("viewed", None)
     listed = min(len(dataset), cfg.data.max_val_frames) if cfg.data.max_val_frames else len(dataset)
     if metrics["frames"] != listed:  # every listed frame is evaluated, or the score is refused
         raise DataError(f"{reader.describe()}: evaluated {metrics['frames']} of {listed} listed frames")
@@ -346,8 +361,9 @@ def run_eval(cfg, checkpoint: str | Path, info: D.DistInfo, save_path: str | Pat
 
 
 def run_predict(cfg, checkpoint: str | Path, info: D.DistInfo, out: str | Path, split: str = "valid",
-                pictures: int | None = None, progress: bool = True) -> int:
-    """`balvit predict`: official-format prediction files (atomic) for every frame of a split."""
+                pictures: int | None = None, progress: bool = True, viewer: int = 0) -> int:
+    """`balvit predict`: official-format prediction files (atomic) for every frame of a split;
+    `viewer`: interactive pages (viewer.py) of that many frames under out/viewer/."""
     set_threads(info)
     out = Path(out)
     if info.is_main:  # checked now, created when the first file is written
@@ -363,6 +379,8 @@ def run_predict(cfg, checkpoint: str | Path, info: D.DistInfo, out: str | Path, 
         draw = PictureWriter(out / "pictures", reader.labels, cfg.data, limit=n_pictures,
                              with_gt=reader.has_labels) if info.is_main else None
         consumers.append(PerFrame(draw or (lambda item: None), "drawn"))
+    if viewer:
+        consumers.append(_viewer_pages(out, reader, viewer, info, "--out"))
     evaluation = Evaluation("predict", dataset, model, model, consumers)  # no metrics: frames may lack labels
     result = run_evaluation(evaluation, info, batch_size=cfg.eval.batch_size, workers=cfg.data.num_workers,
                             dtype=autocast_dtype(cfg.train.amp, info.device), progress=progress)

@@ -101,6 +101,20 @@ class BALViTConfig:
             raise ConfigError(f"model.balvit.bev_channels needs positive widths, got {self.bev_channels}")
 
 
+def window_sums(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, h, w): the sum over each window of `F.adaptive_avg_pool2d(x, size)`
+    (output i spans inputs floor(i H / h) .. ceil((i + 1) H / h) - 1), as products with 0/1 matrices:
+    the ONNX-exportable form (ONNX has no adaptive pooling to sizes that do not divide the input)."""
+
+    def windows(n_out: int, n_in: int) -> torch.Tensor:  # (n_out, n_in) 0/1
+        i = torch.arange(n_out, device=x.device)
+        start, end = (i * n_in) // n_out, ((i + 1) * n_in + n_out - 1) // n_out
+        j = torch.arange(n_in, device=x.device)
+        return ((j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])).to(x.dtype)
+
+    return windows(size[0], x.shape[-2]) @ x @ windows(size[1], x.shape[-1]).T
+
+
 def flatten_levels(maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """[(B, D, h_l, w_l)] -> values (B, S, D), shapes (L, 2) long, level starts (L,) long."""
     shapes = torch.tensor([m.shape[-2:] for m in maps], dtype=torch.long, device=maps[0].device)
@@ -416,8 +430,10 @@ class BALViT(SegModel):
         cnt = torch.zeros_like(z_sum).view(-1).index_add(0, cell_flat, torch.ones_like(points[:, 2])).view_as(z_sum)
         refs = []
         for h, w in shapes.tolist():
-            zs = F.adaptive_avg_pool2d(z_sum, (h, w))
-            cs = F.adaptive_avg_pool2d(cnt, (h, w))
+            if torch.onnx.is_in_onnx_export():  # the same windows' sums (their ratio is the same mean)
+                zs, cs = window_sums(z_sum, (h, w)), window_sums(cnt, (h, w))
+            else:
+                zs, cs = F.adaptive_avg_pool2d(z_sum, (h, w)), F.adaptive_avg_pool2d(cnt, (h, w))
             z = torch.where(cs > 0, zs / cs.clamp_min(1e-12), torch.full_like(zs, self.default_z))[:, 0]  # (B, h, w)
             # centres of the level's (coarser) polar cells
             radius, azimuth = polar_cell_centers_torch(torch.arange(h, device=z.device, dtype=z.dtype),
@@ -438,6 +454,9 @@ class BALViT(SegModel):
         gx = theta / math.pi  # azimuth -pi..pi -> -1..1 (the width axis)
         gy = ((r - self.r_min) / (self.r_max - self.r_min)).clamp(0, 1) * 2 - 1  # radius (the height axis)
         grid = torch.stack([gx, gy], dim=1).to(feat.dtype)
+        if feat.shape[0] == 1:  # one scan: no split by offsets (an exported graph keeps the point count dynamic)
+            return F.grid_sample(feat, grid.view(1, 1, -1, 2), mode="bilinear", padding_mode="border",
+                                 align_corners=False)[0, :, 0].T
         out = []
         for b, (s, e) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
             g = grid[s:e].view(1, 1, e - s, 2)

@@ -74,7 +74,7 @@ class KPConv(nn.Module):
         h = self.influence(nb_xyz - q_xyz[:, None, :])  # (n, k, K)
         weighted = torch.einsum("njk,njc->nkc", h, nb_feat)  # (n, K, C_in)
         kdim = self.weight.shape[0]
-        return weighted.reshape(len(q_xyz), kdim * self.in_channels) @ self.weight.reshape(kdim * self.in_channels, -1)
+        return weighted.flatten(1) @ self.weight.reshape(kdim * self.in_channels, -1)  # (n, K * C_in) @ (K * C_in, C_out)
 
     def forward(self, xyz: torch.Tensor, feats: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
         """xyz (N, 3), feats (N, C_in), neighbours (N, k) indices into the same N points -> (N, C_out).
@@ -82,6 +82,8 @@ class KPConv(nn.Module):
         Points are processed in chunks (with activation checkpointing when training) so that the
         (chunk, K, C_in) intermediate stays small for 100 k-point scans."""
         xyz = xyz[:, :3].to(feats.dtype)
+        if torch.onnx.is_in_onnx_export():  # one block: a chunk loop would freeze the traced point count
+            return self._block(xyz, xyz[neighbours], feats[neighbours])
         outs = []
         for s in range(0, len(xyz), self.chunk):
             nb = neighbours[s:s + self.chunk]

@@ -24,8 +24,7 @@ def scatter_max(src: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tens
 
 def scatter_count(index: torch.Tensor, size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """index (N,) -> (size,) number of points in each cell (as `dtype`)."""
-    return torch.zeros(size, dtype=dtype, device=index.device).index_add_(
-        0, index, torch.ones(len(index), dtype=dtype, device=index.device))
+    return torch.zeros(size, dtype=dtype, device=index.device).index_add_(0, index, torch.ones_like(index, dtype=dtype))
 
 
 def inverse_counts(index: torch.Tensor, size: int) -> torch.Tensor:

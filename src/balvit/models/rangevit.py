@@ -334,6 +334,9 @@ class RangeViT(SegModel):
             coord = torch.stack([row, col], dim=1)
         row, col = coord[:, 0], coord[:, 1]
         grid = torch.stack([col / w * 2 - 1, row / h * 2 - 1], dim=1).to(feat.dtype)  # align_corners=False
+        if b == 1:  # one scan: no split by offsets (an exported graph keeps the point count dynamic)
+            return F.grid_sample(feat, grid.view(1, 1, -1, 2), mode="bilinear", padding_mode="border",
+                                 align_corners=False)[0, :, 0].T
         out = []
         for k, (s, e) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
             g = grid[s:e].view(1, 1, e - s, 2)
