@@ -230,7 +230,7 @@ def test_eval_and_predict_write_viewer_pages(syn, checkpoints, tmp_path, capsys)
 
 
 def test_predict_input_under_two_processes(syn, checkpoints, tmp_path):
-    """torchrun with 2 gloo processes: every file predicted once, the viewer pages on rank 0 only (every
+    """`torchrun -m balvit` (the README form) with 2 gloo processes: every file predicted once, the viewer pages on rank 0 only (every
     rank runs the same evaluators, so the reductions match and nothing hangs)."""
     import os
     import subprocess
@@ -240,7 +240,7 @@ def test_predict_input_under_two_processes(syn, checkpoints, tmp_path):
     assert len(scans) == 4
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "balvit.cli", "predict", "--checkpoint", str(checkpoints["elite_student"]),
+                           "-m", "balvit", "predict", "--checkpoint", str(checkpoints["elite_student"]),
                            "--input", *map(str, scans), "--out", str(tmp_path / "out"), "--viewer", "1",
                            "--no-progress", "--format", "npy"],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=600)

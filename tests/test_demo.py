@@ -12,7 +12,7 @@ from balvit.data.splits import read_split_file
 def test_demo_pipeline_writes_a_report_and_reuses_its_data(tmp_path: Path, capsys):
     out, data = tmp_path / "out", tmp_path / "data"
     args = ["--out", str(out), "--data", str(data), "--frames", "3", "--val-frames", "1", "--workers", "1",
-            "--config", str(demo.REPO / "config" / "synthetic" / "tiny.yaml"), "train.steps=2"]
+            "--config", "config/synthetic/tiny.yaml", "train.steps=2"]  # a config/ path: resolved to the shipped configs
     assert demo.main(args) == 0
     first = capsys.readouterr().out
     assert "[5/5]" in first and "mIoU:" in first
@@ -24,6 +24,9 @@ def test_demo_pipeline_writes_a_report_and_reuses_its_data(tmp_path: Path, capsy
     assert read_split_file(data / "splits" / "1.txt") == ["00/000000"]  # 1 %: sorted(frames)[::100] of 3 frames
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["frames"] == 1 and 0.0 <= metrics["miou"] <= 100.0
+    pages = list((out / "viewer").glob("*.html"))
+    assert len(pages) == 1 and "Plotly" in pages[0].read_text()[:2_000_000]  # the interactive page of one scan
+    assert f"viewer/{pages[0].name}" in report and f"3D view: {pages[0]}" in first
     timings = json.loads((out / "timings.json").read_text())
     assert set(timings) == {"generate", "split", "train", "evaluate"}
 

@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from .errors import BalvitError, ConfigError
 from .run_config import Config, load_config
@@ -146,11 +147,24 @@ def cmd_predict_files(args) -> int:
 
 def cmd_export(args) -> int:
     """`balvit export --checkpoint CK --format onnx --out model.onnx` (balvit/export.py)."""
+    import warnings
+
+    import torch
+
+    from .api import load
+    from .engine.checkpoint import load_checkpoint
     from .engine.log import setup_logging
-    from .export import export_checkpoint
+    from .engine.pretrained import config_of
+    from .export import export_onnx, graph_inputs
 
     setup_logging(0)
-    report = export_checkpoint(args.checkpoint, args.out, opset=args.opset, check=not args.no_check)
+    state = load_checkpoint(Path(args.checkpoint))  # refuse before the model (and its backbone) is built
+    graph_inputs(state.get("model_name"), config_of(state, Path(args.checkpoint)))
+    del state
+    segmenter = load(args.checkpoint, device="cpu")
+    with warnings.catch_warnings():  # the tracer's notes on Python values it keeps constant (the image size)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        report = export_onnx(segmenter, args.out, opset=args.opset, check=not args.no_check)
     print(f"wrote {report['out']}: {report['model']} graph, inputs {', '.join(report['inputs'])} -> logits (N, "
           f"{report['classes']}); {report['exporter']}, opset {report['opset']}", flush=True)
     if "max_abs_diff" in report:

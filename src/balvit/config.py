@@ -351,9 +351,23 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+# the shipped configs: package data of balvit (`config/` in a checkout links here)
+PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def resolve_config_file(path: str | Path) -> Path:
+    """A config path as given; a relative `config/<...>` that the working directory does not have is
+    taken from the shipped configs (package data), so an installed balvit runs the README's commands."""
+    p = Path(path).expanduser()
+    if p.is_file() or p.is_absolute() or not p.parts or p.parts[0] != "config":
+        return p
+    shipped = PACKAGE_CONFIGS.joinpath(*p.parts[1:])
+    return shipped if shipped.is_file() else p
+
+
 def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
     """Read a config YAML, resolving `_base_` chains (relative to the file)."""
-    path = Path(path)
+    path = resolve_config_file(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     if path.resolve() in _seen:

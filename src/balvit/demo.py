@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .config import PACKAGE_CONFIGS
 from .run_config import load_config
 from .data.splits import class_presence, format_presence_table, read_split_file, run_splits
 from .engine import dist as D
@@ -31,8 +32,7 @@ from .errors import BalvitError
 from .io import write_json
 from .report import iou_bar_chart, write_run_report
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO / "config" / "synthetic" / "demo.yaml"
+DEFAULT_CONFIG = PACKAGE_CONFIGS / "synthetic" / "demo.yaml"
 
 
 def say(step: int, total: int, text: str) -> None:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
         t = time.time()
         say(4, total, "evaluating the best checkpoint on validation sequence 08 (all points, official mIoU)")
-        metrics = run_eval(cfg, run_dir / "best.pt", info, save_path=out, pictures=cfg.eval.pictures)
+        metrics = run_eval(cfg, run_dir / "best.pt", info, save_path=out, pictures=cfg.eval.pictures, viewer=1)
         timings["evaluate"] = time.time() - t
 
         say(5, total, f"writing {out / 'report.md'}")
@@ -138,10 +138,17 @@ def main(argv: list[str] | None = None) -> int:
                        f"\n\nEvaluation: {metrics['seconds']:.1f} s for {metrics['frames']} scans."),
             "Labelled training frames: class presence": format_presence_table(presence),
         }
+        pages = sorted((out / "viewer").glob("*.html"))
+        if pages:
+            sections["Interactive 3D view"] = (
+                "Open " + ", ".join(f"[{q.relative_to(out)}]({q.relative_to(out)})" for q in pages) +
+                " in a browser (self-contained, works offline): prediction and ground truth side by side, errors "
+                "highlighted, per-class toggles, bird's-eye and driver's-view presets.")
         report = write_run_report(out / "report.md", f"BALViT demo: mIoU {metrics['miou']:.2f} with 1 % of the labels",
                                   metrics, sections, pictures)
         write_json(out / "timings.json", timings)
-        print(f"\nmIoU: {metrics['miou']:.2f}\nreport: {report}\npictures: {out / 'pictures'}")
+        print(f"\nmIoU: {metrics['miou']:.2f}\nreport: {report}\npictures: {out / 'pictures'}"
+              + "".join(f"\n3D view: {q}" for q in pages))
         return 0
     except BalvitError as e:
         print(f"demo: error: {e}", file=sys.stderr)

@@ -281,22 +281,5 @@ def check_onnx(segmenter, path: str | Path, sizes=(6000, 3777), seed: int = 1) -
     return {"max_abs_diff": worst, "check_points": list(sizes), "onnxruntime": ort.__version__}
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, *, opset: int = OPSET, check: bool = True) -> dict:
-    """`balvit export`: the model of `checkpoint` (rebuilt from its stored config) -> ONNX at `out`."""
-    import warnings
-
-    from .api import load
-    from .engine.checkpoint import load_checkpoint
-    from .engine.pretrained import config_of
-
-    state = load_checkpoint(Path(checkpoint))  # refuse before the model (and its backbone) is built
-    graph_inputs(state.get("model_name"), config_of(state, Path(checkpoint)))
-    del state
-    segmenter = load(checkpoint, device="cpu")
-    with warnings.catch_warnings():  # the tracer's notes on Python values it keeps constant (the image size)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        return export_onnx(segmenter, out, opset=opset, check=check)
-
-
-__all__ = ["EXPORTER", "EXPORTABLE", "NOT_EXPORTABLE", "OPSET", "OneScanGraph", "export_onnx", "export_checkpoint",
+__all__ = ["EXPORTER", "EXPORTABLE", "NOT_EXPORTABLE", "OPSET", "OneScanGraph", "export_onnx",
            "check_onnx", "example_scan", "graph_inputs", "register_symbolics"]
