@@ -435,17 +435,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         overrides.append("model.backbone.name=tiny")
     sets["BALViT init"] = balvit_token_stats(args.token_config, overrides, None, first, args.token_frames)
+    from balvit.engine.checkpoint import load_checkpoint
+    from balvit.errors import BalvitError
+
     for item in [c for c in args.checkpoints.split(",") if c.strip()]:
         name, _, path = item.partition("=")
         weights = first
         try:
-            import torch as _t
-
-            st = _t.load(path, map_location="cpu", weights_only=False)
+            st = load_checkpoint(Path(path))
             weights = st["config"]["model"]["backbone"]["weights"]
             ov = overrides + [f"model.balvit.{k}={v}" for k, v in st["config"]["model"]["balvit"].items()
                               if k in ("vit_blocks", "token_norm", "token_scale")]
-        except (OSError, KeyError) as err:
+        except (OSError, KeyError, BalvitError) as err:
             raise SystemExit(f"{path}: cannot read the checkpoint's config ({err})") from err
         sets[name] = balvit_token_stats(args.token_config, ov, path, weights, args.token_frames)
     for n, rows in sets.items():

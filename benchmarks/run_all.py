@@ -167,10 +167,12 @@ def prior_sections(quick: bool = False) -> list[str]:
         d = json.loads(s2r_path.read_text())
         out += ["## Sim-to-real: trained on the synthetic world, evaluated on real SemanticKITTI scans", "",
                 sim2real.markdown(d, plot_link=plot_link(s2r_path.parent / "sim2real.png"))]
-        # the same runs with another budget (`sim2real.py --out benchmarks/out/sim2real_<steps> --steps-synthetic N`)
-        for longer in sorted(OUT.glob("sim2real_[0-9]*/results.json")) if not quick else []:
+        # the same runs with other budgets (`sim2real.py --out benchmarks/out/sim2real_<name> --steps-... N`)
+        for longer in sorted(OUT.glob("sim2real_*/results.json")) if not quick else []:
+            if longer.parent.name == "sim2real_quick":
+                continue
             d = json.loads(longer.read_text())
-            out += [f"### Sim-to-real, a longer schedule ({d['steps']['synthetic']} steps, `{longer.parent.name}`)", "",
+            out += [f"### Sim-to-real with another budget (`benchmarks/out/{longer.parent.name}`)", "",
                     sim2real.markdown(d)]
     return out
 

@@ -162,3 +162,23 @@ def test_sim2real_quick_trains_and_evaluates_on_the_real_scans(tmp_path):
     assert sim2real.main(["--quick", "--out", str(out), "--models", "waffleiron", "--seeds", "0",
                           "--regimes", "one_scan"]) == 0
     assert len(json.loads((out / "results.json").read_text())["results"]) == 4
+
+
+def test_results_md_shows_every_sim2real_budget_but_the_quick_one(tmp_path, monkeypatch):
+    """run_all.prior_sections: benchmarks/out/sim2real is the main section; every other sim2real_<name>
+    folder (another budget, e.g. --steps-synthetic 240) gets its own subsection; sim2real_quick none."""
+    import run_all
+
+    result = {"machine": {"cpu": "test cpu", "cores": 2, "torch": "x"}, "sizes": "tiny", "seeds": [0],
+              "models": ["balvit"], "batch_size": 2, "steps": {"synthetic": 80, "one_scan": 40}, "notes": [],
+              "results": [{"model": "balvit", "label": "BALViT", "regime": "synthetic", "seed": 0, "miou_real": 9.0,
+                           "miou_synthetic_val": 15.0, "iou_real": {}, "train_seconds": 60.0,
+                           "loss": {"flat": True}}]}
+    for name, steps in (("sim2real", 80), ("sim2real_240", 240), ("sim2real_quick", 2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({**result, "steps": {"synthetic": steps, "one_scan": 40}}))
+    monkeypatch.setattr(run_all, "OUT", tmp_path)
+    md = "\n".join(run_all.prior_sections())
+    assert md.count("## Sim-to-real: trained on the synthetic world") == 1
+    assert "### Sim-to-real with another budget (`benchmarks/out/sim2real_240`)" in md and "(240 steps x batch 2)" in md
+    assert "sim2real_quick" not in md and "(2 steps" not in md
