@@ -152,6 +152,18 @@ def test_kitti_student_config_is_in_the_parameter_budget():
     assert report["trainable"] == report["total"]
 
 
+
+def one_camera_batch(g: torch.Generator, n: int, h: int, w: int, visible: float):
+    """A one-scan batch of n random points seen by one random (3, h, w) camera image, each point visible
+    with probability `visible` at a random pixel: (batch, image, valid)."""
+    uv = torch.stack([torch.rand(n, generator=g) * (w - 1), torch.rand(n, generator=g) * (h - 1)], 1)
+    valid = torch.rand(n, generator=g) < visible
+    image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+    batch = {"points": torch.randn(n, 4, generator=g), "offsets": torch.tensor([0, n]),
+             "labels": torch.randint(0, 19, (n,), generator=g), "index": torch.tensor([0]),
+             "cameras": [[{"image": image, "uv": uv, "valid": valid}]]}
+    return batch, image, valid
+
 def test_ppmskd_stage_kd_terms_vanish_when_every_stage_matches_its_teacher_head():
     """The student task's per-stage KD terms (lambda_xm KL at the points' pixels, teacher detached)
     are zero when each stage's logits equal its paired teacher head at the visible points (whatever
@@ -165,12 +177,7 @@ def test_ppmskd_stage_kd_terms_vanish_when_every_stage_matches_its_teacher_head(
     assert task.pairs == [1, 1, 0, 0]
     g = torch.Generator().manual_seed(3)
     n, h, w = 60, 40, 130
-    uv = torch.stack([torch.rand(n, generator=g) * (w - 1), torch.rand(n, generator=g) * (h - 1)], 1)
-    valid = torch.rand(n, generator=g) < 0.7
-    image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
-    batch = {"points": torch.randn(n, 4, generator=g), "offsets": torch.tensor([0, n]),
-             "labels": torch.randint(0, 19, (n,), generator=g), "index": torch.tensor([0]),
-             "cameras": [[{"image": image, "uv": uv, "valid": valid}]]}
+    batch, image, valid = one_camera_batch(g, n, h, w, 0.7)
     with torch.no_grad():
         heads, visible = teacher.point_logits(batch, teacher.forward_images([image]))
     assert torch.equal(visible, valid) and not torch.allclose(heads[0], heads[1])
@@ -209,12 +216,7 @@ def test_kd_weight_is_the_official_lambda_xm_over_stages_times_the_mean_over_poi
     teacher = build_model(teacher_cfg(*TINY_SAM), 19)
     g = torch.Generator().manual_seed(4)
     n, h, w = 40, 40, 130
-    uv = torch.stack([torch.rand(n, generator=g) * (w - 1), torch.rand(n, generator=g) * (h - 1)], 1)
-    valid = torch.rand(n, generator=g) < 0.6
-    image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
-    batch = {"points": torch.randn(n, 4, generator=g), "offsets": torch.tensor([0, n]),
-             "labels": torch.randint(0, 19, (n,), generator=g), "index": torch.tensor([0]),
-             "cameras": [[{"image": image, "uv": uv, "valid": valid}]]}
+    batch, image, valid = one_camera_batch(g, n, h, w, 0.6)
     aux = {f"stage{s + 1}": torch.randn(n, 19, generator=g) * 2 for s in range(4)}
     final = torch.randn(n, 19, generator=g)
 

@@ -60,18 +60,45 @@ def _device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-class ArrayScans(ScanDataset):
+class _UnlabelledScans(ScanDataset):
+    """What the two readers of this module share: scans without labels or cameras, whose predictions are
+    written as SemanticKITTI-style `<frame>.label` raw ids when a caller asks for files. Subclasses give
+    `frames`, `scan_path`, `load_points` and `load_rings`."""
+
+    has_cameras = False
+    split = "input"
+
+    @property
+    def has_labels(self) -> bool:
+        return False
+
+    def load_raw_labels(self, i: int) -> np.ndarray:
+        raise DataError(f"{self.scan_path(i)}: {self.unlabelled_reason}")
+
+    def label_path(self, i: int) -> Path:
+        return self.scan_path(i)
+
+    def load_cameras(self, i: int) -> list:
+        return []
+
+    def prediction_path(self, out_root: str | Path, i: int) -> Path:
+        return Path(out_root) / f"{self.frames[i]}.label"
+
+    def encode_prediction(self, train_ids: np.ndarray) -> bytes:
+        return self.labels.to_raw(train_ids).astype(np.uint32).tobytes()
+
+
+class ArrayScans(_UnlabelledScans):
     """A reader over point arrays held in memory (no labels, no cameras), in `labels`' label space.
 
     points: float32 (N_k, 4) per scan; rings: (N_k,) laser rings per scan or None; names: frame ids."""
 
-    has_cameras = False
+    unlabelled_reason = "point arrays carry no labels"
 
     def __init__(self, points: Sequence[np.ndarray], labels: LabelSpec, rings: Sequence[np.ndarray | None] | None = None,
                  names: Sequence[str] | None = None, nan_policy: str = "error"):
         self.name = labels.name
         self.labels = labels
-        self.split = "input"
         self.nan_policy = nan_policy
         self.frames = list(names) if names is not None else [f"scan {k}" for k in range(len(points))]
         self.points = [_as_points(p, self.frames[k]) for k, p in enumerate(points)]
@@ -79,10 +106,6 @@ class ArrayScans(ScanDataset):
         if len(rings) != len(self.points):
             raise DataError(f"{len(rings)} ring arrays for {len(self.points)} scans")
         self.rings = [_as_rings(r, len(p), self.frames[k]) for k, (p, r) in enumerate(zip(self.points, rings))]
-
-    @property
-    def has_labels(self) -> bool:
-        return False
 
     def scan_path(self, i: int) -> Path:
         return Path(self.frames[i])
@@ -95,21 +118,6 @@ class ArrayScans(ScanDataset):
 
     def num_points(self, i: int) -> int:
         return len(self.points[i])
-
-    def load_raw_labels(self, i: int) -> np.ndarray:
-        raise DataError(f"{self.frames[i]}: point arrays carry no labels")
-
-    def label_path(self, i: int) -> Path:
-        return Path(self.frames[i])
-
-    def load_cameras(self, i: int) -> list:
-        return []
-
-    def prediction_path(self, out_root: str | Path, i: int) -> Path:
-        return Path(out_root) / f"{self.frames[i]}.label"
-
-    def encode_prediction(self, train_ids: np.ndarray) -> bytes:
-        return self.labels.to_raw(train_ids).astype(np.uint32).tobytes()
 
 
 def _as_points(points, name: str) -> np.ndarray:
@@ -280,29 +288,24 @@ class Segmenter:
 # ------------------------------------------------------------------------------ point files
 
 
-class PointFileScans(ScanDataset):
+class PointFileScans(_UnlabelledScans):
     """A reader over point files (balvit/data/pointfiles.py: .bin, .pcd.bin, .pcd, .ply, .las/.laz,
     .npy/.npz), read on demand with `read_point_file` into the convention of a model of `labels`'
     dataset. Frames are the output stems (`output_stems`). rings: read each file's "ring" field (a
     DataError naming the file when it has none); lidar_top: nuScenes .pcd.bin scans keep their stored
     LIDAR_TOP frame (x right, y forward) instead of being rotated to the library frame."""
 
-    has_cameras = False
+    unlabelled_reason = "point files carry no labels here"
 
     def __init__(self, paths: Sequence[Path], stems: Sequence[str], labels: LabelSpec, *, intensity: str = "auto",
                  intensity_max: float | None = None, nan_policy: str = "error", rings: bool = False,
                  lidar_top: bool = False):
         self.name = labels.name
         self.labels = labels
-        self.split = "input"
         self.paths = [Path(p) for p in paths]
         self.frames = list(stems)
         self.intensity, self.intensity_max, self.nan_policy = intensity, intensity_max, nan_policy
         self.rings, self.lidar_top = rings, lidar_top
-
-    @property
-    def has_labels(self) -> bool:
-        return False
 
     def read(self, i: int):
         """The `PointFile` of frame i (pointfiles.read_point_file with this reader's options)."""
@@ -346,21 +349,6 @@ class PointFileScans(ScanDataset):
 
     def scan_path(self, i: int) -> Path:
         return self.paths[i]
-
-    def load_raw_labels(self, i: int) -> np.ndarray:
-        raise DataError(f"{self.paths[i]}: point files carry no labels here")
-
-    def label_path(self, i: int) -> Path:
-        return self.paths[i]
-
-    def load_cameras(self, i: int) -> list:
-        return []
-
-    def prediction_path(self, out_root: str | Path, i: int) -> Path:
-        return Path(out_root) / f"{self.frames[i]}.label"
-
-    def encode_prediction(self, train_ids: np.ndarray) -> bytes:
-        return self.labels.to_raw(train_ids).astype(np.uint32).tobytes()
 
 
 # what each output format holds, and for which dataset's models (pointfiles.write_outputs writes them)

@@ -46,7 +46,7 @@ from .base import SegModel
 from .deform_attn import MSDeformAttn
 from .layers import ConvBNAct, PointMLP, PolarConv, ResContextBlock, SegHead, patch_unshuffle
 from .ops import gather_grid, grid_index, scatter_count, scatter_max, scatter_mean, to_grid
-from .vit import FoundationViT
+from .vit import FoundationViT, check_patch_grid
 from .weights import load_vit
 
 POINT_FEATURES = 9  # x, y, z, intensity, radius, sin/cos azimuth, offsets to the cell centre
@@ -86,15 +86,7 @@ class BALViTConfig:
 
     def check(self, cfg) -> None:
         """Checks against the run config `cfg` (range-image size vs patch size)."""
-        rv, aug = cfg.data.range, cfg.data.augment
-        if len(self.patch_size) != 2 or min(self.patch_size) <= 0:
-            raise ConfigError(f"model.balvit.patch_size must be [rows, cols], got {self.patch_size}")
-        ph, pw = self.patch_size
-        if rv.height % ph:
-            raise ConfigError(f"data.range.height ({rv.height}) must be divisible by model.balvit.patch_size[0] ({ph})")
-        for w, key in ((rv.width, "data.range.width"), (aug.crop_width, "data.augment.crop_width")):
-            if w and w % pw:
-                raise ConfigError(f"{key} ({w}) must be divisible by model.balvit.patch_size[1] ({pw})")
+        check_patch_grid("balvit", self.patch_size, cfg)
         if self.interaction_groups <= 0:
             raise ConfigError("model.balvit.interaction_groups must be positive")
         if not self.bev_channels or min(self.bev_channels) <= 0:

@@ -36,7 +36,7 @@ from ..geometry import knn_torch, spherical_coords_torch
 from .base import SegModel
 from .kpconv import KPConv
 from .layers import ConvActBN, ConvBNAct, ResContextBlock, SalsaContextBlock, SalsaResBlock, patch_unshuffle
-from .vit import FoundationViT
+from .vit import FoundationViT, check_patch_grid
 from .weights import load_vit
 from .ops import gather_grid
 
@@ -78,16 +78,7 @@ class RangeViTConfig:
     official_layers: bool = False
 
     def check(self, cfg) -> None:
-        rv, aug = cfg.data.range, cfg.data.augment
-        if len(self.patch_size) != 2 or min(self.patch_size) <= 0:
-            raise ConfigError(f"model.rangevit.patch_size must be [rows, cols], got {self.patch_size}")
-        ph, pw = self.patch_size
-        if rv.height % ph:
-            raise ConfigError(f"data.range.height ({rv.height}) must be divisible by model.rangevit.patch_size[0] ({ph})")
-        for w, key in ((rv.width, "data.range.width"), (aug.crop_width, "data.augment.crop_width"),
-                       (self.window, "model.rangevit.window")):
-            if w and w % pw:
-                raise ConfigError(f"{key} ({w}) must be divisible by model.rangevit.patch_size[1] ({pw})")
+        check_patch_grid("rangevit", self.patch_size, cfg, more_widths=[(self.window, "model.rangevit.window")])
         if self.window < 0 or self.stride < 0 or (self.window and not 0 < self.stride <= self.window):
             raise ConfigError(f"model.rangevit.stride ({self.stride}) must be in 1..model.rangevit.window ({self.window})")
         if self.in_channels not in (5, 6):

